@@ -1,0 +1,115 @@
+"""The Keras CNN families of the seeds, layer for layer as their code.
+
+``build(params)`` is pure: the same :class:`~sweep.config.Params` always give the same
+architecture, so the best trial's model can be rebuilt without Optuna.
+
+| family      | seed                  | parameters (defaults) |
+| ----------- | --------------------- | --------------------- |
+| `baseline`  | Exp 1 (and Exp 3)     | 923,914               |
+| `dropout`   | Exp 2                 | 629,130               |
+| `batchnorm` | Exp 4                 | 924,554               |
+| `twoconv`   | UNAM two-block report | 315,722               |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sweep.config import FAMILIES, Params
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["INPUT_SHAPE", "NUM_CLASSES", "build"]
+
+INPUT_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+
+
+def _baseline(p: Params) -> list[keras.Layer]:
+    from keras import layers
+
+    return [
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+    ]
+
+
+def _dropout(p: Params) -> list[keras.Layer]:
+    from keras import layers
+
+    # Exp 2's code; its prose also lists a Dense before the second conv that the code lacks.
+    return [
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Dropout(p.dropout_conv),
+        layers.Conv2D(128, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(p.dropout_dense),
+    ]
+
+
+def _batchnorm(p: Params) -> list[keras.Layer]:
+    from keras import layers
+
+    return [
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.BatchNormalization(),
+    ]
+
+
+def _twoconv(p: Params) -> list[keras.Layer]:
+    from keras import layers
+
+    return [
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+    ]
+
+
+_BODIES: dict[str, Callable[[Params], list[keras.Layer]]] = {
+    "baseline": _baseline,
+    "dropout": _dropout,
+    "batchnorm": _batchnorm,
+    "twoconv": _twoconv,
+}
+assert tuple(_BODIES) == FAMILIES
+
+
+def build(params: Params, *, compile: bool = True) -> keras.Model:
+    """Build (and compile) the model of ``params.family``.
+
+    Every family ends in Dense(10, softmax) and is compiled as the seeds did: Adam,
+    sparse categorical cross-entropy, accuracy.
+    """
+    import keras
+
+    body = _BODIES[params.family](params)
+    model = keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            *body,
+            keras.layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name=params.family,
+    )
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    return model

@@ -1,0 +1,99 @@
+"""The search space: a study's dimensions -> ``trial.suggest_*`` -> :class:`Params`.
+
+Only the dimensions that vary become Optuna parameters; fixed values are filled in from the
+study file. Planned trials (the baseline and every grid point) are enqueued with their full
+:class:`Params` in the user attr ``point`` and rebuilt from it, so a planned trial always runs
+exactly what was planned, even where the baseline lies outside the searched space.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING, Any
+
+from sweep.config import FAMILY_PARAMS, Dimension, Params, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["grid", "optuna_params", "planned", "point_key", "suggest"]
+
+
+def _relevant(name: str, family: str) -> bool:
+    return all(name not in keys or fam == family for fam, keys in FAMILY_PARAMS.items())
+
+
+def point_key(params: Params) -> str:
+    """A canonical JSON of the params; identifies a planned trial across runs."""
+    return json.dumps(asdict(params), sort_keys=True)
+
+
+def _fixed(spec: StudySpec) -> dict[str, Any]:
+    return {d.name: d.choices[0] for d in spec.space if d.kind == "fixed"}
+
+
+def grid(spec: StudySpec) -> list[Params]:
+    """Every grid point, in file order; family-only dimensions only for their family."""
+    fixed = _fixed(spec)
+    points: list[Params] = []
+    for family in spec.families:
+        axes = [
+            d
+            for d in spec.varying
+            if d.name != "family" and _relevant(d.name, family) and d.kind == "choice"
+        ]
+        for combo in itertools.product(*(d.choices for d in axes)):
+            values = (
+                fixed | {"family": family} | {d.name: v for d, v in zip(axes, combo, strict=True)}
+            )
+            points.append(Params(**values))
+    return points
+
+
+def planned(spec: StudySpec) -> list[Params]:
+    """The trials a study enqueues: the baseline first, then each grid point once."""
+    points = [spec.baseline]
+    if spec.sampler.name == "grid" or not spec.varying:
+        points += grid(spec)
+    unique = {point_key(p): p for p in points}
+    return list(unique.values())
+
+
+def optuna_params(spec: StudySpec, params: Params) -> dict[str, Any]:
+    """The Optuna parameters of ``params``: the varying dimensions that contain its values."""
+    out = {}
+    for d in spec.varying:
+        value = getattr(params, d.name)
+        if _relevant(d.name, params.family) and d.contains(value):
+            out[d.name] = value
+    return out
+
+
+def _suggest(trial: optuna.Trial, d: Dimension) -> Any:
+    if d.kind == "choice":
+        return trial.suggest_categorical(d.name, list(d.choices))
+    if d.is_int:
+        step = int(d.step or 1)
+        return trial.suggest_int(d.name, int(d.low), int(d.high), step=step, log=d.log)
+    return trial.suggest_float(d.name, d.low, d.high, step=d.step, log=d.log)
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> Params:
+    """Draw one trial's :class:`Params` (or rebuild a planned trial's)."""
+    point = trial.user_attrs.get("point")
+    if point is not None:
+        params = Params(**json.loads(point))
+        for name in optuna_params(spec, params):
+            _suggest(trial, spec.dimension(name))  # records it; returns the enqueued value
+        return params
+    values = _fixed(spec)
+    family_dim = spec.dimension("family")
+    family = values["family"] if family_dim.kind == "fixed" else _suggest(trial, family_dim)
+    values["family"] = family
+    for d in spec.varying:
+        if d.name != "family" and _relevant(d.name, family):
+            values[d.name] = _suggest(trial, d)
+    names = {f.name for f in fields(Params)}
+    return Params(**{k: v for k, v in values.items() if k in names})

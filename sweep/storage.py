@@ -1,0 +1,142 @@
+"""Storage URL -> Optuna storage, with engine settings that suit each backend.
+
+* SQLite (the embedded default, ``sqlite:///sweep.db``): one file, no server. A busy timeout and
+  WAL journaling let several processes on one machine share it without "database is locked".
+* PostgreSQL (``postgresql+psycopg://user@host/db``): for several machines. Connections are
+  pre-pinged (a restarted server costs a reconnect, not a crash), pools stay small (dozens of
+  workers must fit in ``max_connections``) and Optuna's heartbeat marks dead workers' trials.
+
+The URL is checked before anything is created, and every message hides the password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweep.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["DEFAULT_STORAGE", "default_url", "open_storage", "redact"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///sweep.db"
+SQLITE_BUSY_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 5
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 60
+
+
+def default_url() -> str:
+    """``$SWEEP_STORAGE``, else the embedded SQLite file in the working directory."""
+    return os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<malformed storage URL>"
+
+
+def _parse(url: str) -> Any:
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UserError(
+            "malformed storage URL; use sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user@host:5432/dbname"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        # SQLAlchemy's bare postgresql:// means psycopg2; we ship psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UserError(
+            f"unsupported storage driver {parsed.drivername!r}; use sqlite:/// or "
+            "postgresql+psycopg://"
+        )
+    try:
+        parsed.get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError):
+        raise UserError(
+            f"unknown storage driver {parsed.drivername!r}; use sqlite:/// or postgresql+psycopg://"
+        ) from None
+    return parsed
+
+
+def _engine_kwargs(parsed: Any) -> dict[str, Any]:
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 2,
+        "max_overflow": 2,
+        "pool_recycle": 300,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+    }
+
+
+def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
+    """Fail with one clear line, before any table is written, if the server does not answer."""
+    import sqlalchemy
+
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            parent = Path(database).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise UserError(
+                    f"storage {redact(str(parsed))}: folder {parent} does not exist; create it"
+                )
+        return
+    engine = sqlalchemy.create_engine(parsed, **kwargs)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as exc:
+        where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "no answer"
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        raise UserError(
+            f"storage {redact(str(parsed))}: cannot connect to PostgreSQL at {where} "
+            f"({reason}); start the server or fix the URL"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (creating tables if needed) the Optuna storage at ``url``.
+
+    Raises:
+        UserError: the URL is malformed, names an unknown driver, or the server does not
+            answer; nothing is created in that case.
+    """
+    import optuna
+
+    parsed = _parse(url)
+    kwargs = _engine_kwargs(parsed)
+    _check_reachable(parsed, kwargs)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    storage = optuna.storages.RDBStorage(
+        parsed.render_as_string(hide_password=False),
+        engine_kwargs=kwargs,
+        heartbeat_interval=None if is_sqlite else HEARTBEAT_INTERVAL_S,
+        grace_period=None if is_sqlite else HEARTBEAT_GRACE_S,
+    )
+    if is_sqlite:
+        with storage.engine.connect() as conn:
+            # WAL: readers (the dashboard, other workers) never block the writer.
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    return storage

@@ -8,10 +8,11 @@ the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ __all__ = [
     "find_study_file",
     "load_study",
     "parse_study",
+    "settings_markdown",
 ]
 
 FAMILIES = ("baseline", "dropout", "batchnorm", "twoconv")
@@ -514,6 +516,32 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
     )
 
 
+def settings_markdown() -> str:
+    """The README's table of study-file keys, generated from the declarations above."""
+    defaults: dict[str, Any] = {
+        "space.": asdict(Params()),
+        "sampler.": asdict(SamplerSpec()),
+        "pruner.": asdict(PrunerSpec()),
+        "augmentation.": asdict(Augmentation()),
+    }
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    groups = {
+        "": SETTINGS,
+        "space.": SPACE_KEYS,
+        "sampler.": SAMPLER_KEYS,
+        "pruner.": PRUNER_KEYS,
+        "augmentation.": AUGMENT_KEYS,
+    }
+    for prefix, keys in groups.items():
+        for key, setting in keys.items():
+            default = setting.default if not prefix else defaults[prefix][key]
+            shown = "—" if default is None else f"`{json.dumps(default)}`"
+            lines.append(
+                f"| `{prefix}{key}` | {setting.type.__name__} | {shown} | {setting.help} |"
+            )
+    return "\n".join(lines)
+
+
 def _studies_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     return [Path.cwd() / "studies", here.parent / "studies"]
@@ -557,3 +585,7 @@ def load_study(study: str) -> StudySpec:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     spec = parse_study(doc, name=path.stem, source=str(path))
     return replace(spec, source=path)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

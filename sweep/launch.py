@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from sweep.config import DATASETS, StudySpec, load_study
 from sweep.errors import UserError
-from sweep.storage import default_url, redact
+from sweep.storage import check_url, default_url, redact
 
 if TYPE_CHECKING:
     import optuna
@@ -54,22 +54,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--study",
         required=True,
+        metavar="NAME",
         help="study name from studies/ (e.g. quickstart, exp3) or a path to a .toml file",
     )
     p.add_argument(
         "--storage",
         default=None,
+        metavar="URL",
         help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db); "
         "sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DB",
     )
     p.add_argument(
         "--study-name",
         default=None,
+        metavar="NAME",
         help="name of the study in the storage (default: the study file's name)",
     )
     p.add_argument(
         "--n-trials",
         type=_positive,
+        metavar="N",
         default=None,
         help="the study's total trial budget, not per process (default: the study file's)",
     )
@@ -77,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         type=Path,
+        metavar="DIR",
         default=None,
         help="where cifar-10-python.tar.gz or cifar-10-batches-py/ is "
         "(default: $SWEEP_DATA_DIR, else ~/.keras/datasets, downloading if absent)",
@@ -84,13 +89,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--subset",
         type=_positive,
+        metavar="N",
         default=None,
         help="use N training images and N/5 test images, for quick runs",
     )
     p.add_argument(
-        "--max-epochs", type=_positive, default=None, help="cap every trial's epochs at E"
+        "--max-epochs",
+        type=_positive,
+        default=None,
+        metavar="E",
+        help="cap every trial's epochs at E",
     )
-    p.add_argument("--seed", type=int, default=None, help="override the study's seed")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -332,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             _dry_run(spec, budget, args)
             return 0
+        check_url(args.storage or default_url())
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -21,7 +21,7 @@ from sweep.errors import UserError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_STORAGE", "default_url", "open_storage", "redact"]
+__all__ = ["DEFAULT_STORAGE", "check_url", "default_url", "open_storage", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,16 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def check_url(url: str) -> None:
+    """Check the URL's form and driver, and that its server answers; create nothing.
+
+    Raises:
+        UserError: naming what is wrong, the password hidden.
+    """
+    parsed = _parse(url)
+    _check_reachable(parsed, _engine_kwargs(parsed))
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

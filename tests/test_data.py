@@ -1,0 +1,141 @@
+"""Both datasets through the real loading code, the restricted unpickler, the pipeline."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_cifar_archive, make_cifar_dir, write_cifar_batch
+
+from sweep import data
+from sweep.config import Augmentation
+from sweep.errors import UserError
+
+
+def test_synthetic_is_cifar_shaped_and_deterministic() -> None:
+    a = data.synthetic(200, 50, seed=3)
+    b = data.synthetic(200, 50, seed=3)
+    c = data.synthetic(200, 50, seed=4)
+    x_train, y_train, x_test, _y_test = a
+    assert x_train.shape == (200, 32, 32, 3) and x_train.dtype == np.uint8
+    assert x_test.shape == (50, 32, 32, 3)
+    assert set(np.unique(y_train)) == set(range(10))
+    assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_load_splits_validation_from_training_data() -> None:
+    splits = data.load("synthetic", seed=0, validation_split=0.2, subset=500)
+    assert len(splits.x_train) == 400 and len(splits.x_val) == 100
+    assert len(splits.x_test) == 100  # N/5
+    # The validation images are training images, not test images.
+    train_rows = {row.tobytes() for row in splits.x_train}
+    assert not any(row.tobytes() in train_rows for row in splits.x_val)
+
+
+def _check_tiny_cifar(splits: data.Splits) -> None:
+    assert splits.x_train.dtype == np.uint8 and splits.x_train.shape[1:] == (32, 32, 3)
+    assert len(splits.x_train) + len(splits.x_val) == 100  # five batches of 20
+    assert len(splits.x_test) == 20
+
+
+def test_cifar10_from_the_official_tar_gz(cifar_archive: Path) -> None:
+    _check_tiny_cifar(data.load("cifar10", data_dir=cifar_archive.parent))
+
+
+def test_cifar10_from_the_extracted_folder(tmp_path: Path) -> None:
+    make_cifar_dir(tmp_path)
+    _check_tiny_cifar(data.load("cifar10", data_dir=tmp_path))
+
+
+def test_cifar10_found_through_the_environment(
+    cifar_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEEP_DATA_DIR", str(cifar_archive.parent))
+    _check_tiny_cifar(data.load("cifar10"))
+
+
+def test_cifar10_rows_become_nhwc_pixels(tmp_path: Path) -> None:
+    folder = make_cifar_dir(tmp_path)
+    image = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    image[0, 0, 1, 2] = 200  # row 0, column 1, blue
+    write_cifar_batch(folder / "test_batch", image, [7], b"test")
+    _x_train, _y_train, x_test, y_test = data.load_cifar10(tmp_path)
+    assert x_test[0, 0, 1, 2] == 200 and x_test.sum() == 200
+    assert y_test.tolist() == [7]
+
+
+class _RunsCode:
+    def __reduce__(self):  # what a malicious pickle does: call a global on load
+        return (Path.touch, (Path(self.target),))
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+
+def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path: Path) -> None:
+    folder = make_cifar_dir(tmp_path)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_3").write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    with pytest.raises(UserError, match=r"data_batch_3.*refused global"):
+        data.load_cifar10(tmp_path)
+    assert not marker.exists()
+
+
+def test_corrupt_batches_and_archives_are_user_errors(tmp_path: Path) -> None:
+    folder = make_cifar_dir(tmp_path / "a")
+    (folder / "test_batch").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(UserError, match="test_batch"):
+        data.load_cifar10(tmp_path / "a")
+
+    archive = make_cifar_archive(tmp_path / "b")
+    archive.write_bytes(archive.read_bytes()[:300])  # truncated download
+    with pytest.raises(UserError, match="truncated or not a gzip tar"):
+        data.load_cifar10(tmp_path / "b")
+
+    folder = make_cifar_dir(tmp_path / "c")
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    write_cifar_batch(folder / "data_batch_1", images, [1, 12], b"bad")
+    with pytest.raises(UserError, match="labels must be integers 0-9"):
+        data.load_cifar10(tmp_path / "c")
+
+
+def test_an_archive_without_the_batches_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("hello")
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "x.txt", arcname="x.txt")
+    with pytest.raises(UserError, match="not the official"):
+        data.load_cifar10(tmp_path)
+
+
+def test_pipeline_scales_to_unit_range_and_prefetches() -> None:
+    x, y, _, _ = data.synthetic(64, 10, seed=0)
+    ds = data.train_dataset(x, y, batch_size=16, seed=0)
+    images, _labels = next(iter(ds))
+    assert images.dtype.name == "float32" and tuple(images.shape) == (16, 32, 32, 3)
+    assert float(images.numpy().min()) >= 0.0 and float(images.numpy().max()) <= 1.0
+    assert "Prefetch" in type(ds).__name__
+
+
+def test_augmentation_strength_scales_the_layers() -> None:
+    assert data.augmenter(Augmentation(), 0.0, seed=0) is None
+    half = data.augmenter(Augmentation(rotation=20, shift=0.2, zoom=0.2), 0.5, seed=0)
+    assert half is not None
+    by_name = {type(layer).__name__: layer for layer in half.layers}
+    assert by_name["RandomRotation"].factor == pytest.approx((-10 / 360, 10 / 360))
+    assert by_name["RandomTranslation"].height_factor == pytest.approx(0.1)
+    assert "RandomFlip" in by_name
+
+    x, y, _, _ = data.synthetic(32, 10, seed=0)
+    plain = next(iter(data.train_dataset(x, y, batch_size=32, seed=1)))[0].numpy()
+    moved = next(iter(data.train_dataset(x, y, batch_size=32, seed=1, augment=half)))[0]
+    assert not np.allclose(plain, moved.numpy())
+
+
+def test_exp4_augmentation_has_no_zoom() -> None:
+    layers = data.augmenter(Augmentation(rotation=15, shift=0.1, zoom=0.0), 1.0, seed=0)
+    names = [type(layer).__name__ for layer in layers.layers]
+    assert names == ["RandomFlip", "RandomRotation", "RandomTranslation"]

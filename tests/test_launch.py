@@ -1,0 +1,178 @@
+"""The CLI as a user runs it: real processes, real training on tiny data, real storages."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import make_cifar_archive, run_cli
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+TINY_STUDY = """
+description = "tiny end-to-end study"
+dataset = "synthetic"
+n_trials = 3
+
+[space]
+family = ["baseline", "twoconv"]
+learning_rate = { low = 5e-4, high = 3e-3, log = true }
+batch_size = 32
+epochs = 2
+
+[sampler]
+name = "random"
+
+[baseline]
+family = "baseline"
+learning_rate = 0.001
+batch_size = 32
+epochs = 2
+"""
+
+RECORDED = {
+    "family", "test_accuracy", "test_loss", "precision", "recall", "n_params",
+    "epochs_run", "train_seconds", "is_baseline", "delta_vs_baseline",
+}  # fmt: skip
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("study", "counts"),
+    [
+        ("exp1", ["baseline: 923,914 parameters"]),
+        ("exp2", ["baseline: 923,914 parameters", "dropout: 629,130 parameters"]),
+        ("exp4", ["baseline: 923,914 parameters", "batchnorm: 924,554 parameters"]),
+        ("unam", ["baseline: 923,914 parameters", "twoconv: 315,722 parameters"]),
+    ],
+)
+def test_dry_run_prints_the_seeds_parameter_counts(
+    tmp_path: Path, study: str, counts: list[str]
+) -> None:
+    result = run_cli("sweep.launch", "--study", study, "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for line in counts:
+        assert line in result.stdout
+    assert "Total params" in result.stdout  # Keras's own model.summary()
+    assert list(tmp_path.iterdir()) == []  # wrote nothing
+
+
+def test_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY_STUDY)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    args = ("sweep.launch", "--study", "tiny.toml", "--storage", url, "--subset", "300")
+    first = run_cli(*args, "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+
+    trials = _trials(url, "tiny")
+    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+    baseline = trials[0]
+    assert baseline.user_attrs["is_baseline"] and baseline.state.name == "COMPLETE"
+    assert baseline.user_attrs["params"]["family"] == "baseline"
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert set(t.user_attrs) >= RECORDED
+            assert t.value == pytest.approx(t.user_attrs["val_accuracy"])
+            expected = t.value - baseline.value
+            assert t.user_attrs["delta_vs_baseline"] == pytest.approx(expected)
+            assert 0.0 <= t.user_attrs["test_accuracy"] <= 1.0
+            assert t.user_attrs["epochs_run"] == 2
+    assert "baseline" in first.stdout and "Δtest pp" in first.stdout
+
+    again = run_cli(*args, "--quiet", cwd=tmp_path)  # the budget is spent: nothing runs
+    assert again.returncode == 0, again.stderr
+    assert len(_trials(url, "tiny")) == 3
+
+    more = run_cli(*args, "--quiet", "--n-trials", "4", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    trials = _trials(url, "tiny")
+    assert len(trials) == 4
+    assert [t.number for t in trials if t.user_attrs.get("is_baseline")] == [0]
+    assert trials[:3] == _trials(url, "tiny")[:3]  # completed trials untouched
+
+
+def test_exp3_runs_each_grid_point_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    result = run_cli(
+        "sweep.launch", "--study", "exp3", "--dataset", "synthetic", "--subset", "60",
+        "--max-epochs", "1", "--storage", url, "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trials = _trials(url, "exp3")
+    points = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(trials) == 27 and len(points) == 27
+    assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
+
+
+def test_cifar10_archive_end_to_end(tmp_path: Path) -> None:
+    make_cifar_archive(tmp_path / "data")
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    result = run_cli(
+        "sweep.launch", "--study", "exp1", "--data-dir", str(tmp_path / "data"),
+        "--max-epochs", "1", "--storage", url, "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (trial,) = _trials(url, "exp1")
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["is_baseline"]
+
+
+def test_postgresql_storage(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY_STUDY.replace("n_trials = 3", "n_trials = 2"))
+    name = f"tiny-{uuid.uuid4().hex[:8]}"
+    result = run_cli(
+        "sweep.launch", "--study", "tiny.toml", "--storage", POSTGRES, "--study-name", name,
+        "--subset", "200", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stderr
+        trials = _trials(POSTGRES, name)
+        assert [t.state.name for t in trials][:1] == ["COMPLETE"] and len(trials) == 2
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--study", "exp9"), ("unknown study 'exp9'", "quickstart")),
+        (("--study", "quickstart", "--storage", "nonsense"), ("malformed storage URL",)),
+        (("--study", "quickstart", "--storage", "mysql+foo://x@h/db"), ("storage driver",)),
+        (
+            ("--study", "quickstart", "--storage", "postgresql://u:s3cret@127.0.0.1:1/db"),
+            ("cannot connect to PostgreSQL at 127.0.0.1:1",),
+        ),
+        (("--study", "quickstart", "--n-trials", "0"), ("--n-trials", "must be 1 or more")),
+        (("--study", "quickstart", "--dataset", "mnist"), ("--dataset", "invalid choice")),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    result = run_cli("sweep.launch", *args, cwd=tmp_path)
+    _one_line_error(result, *needles)
+    assert "s3cret" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Path) -> None:
+    archive = make_cifar_archive(tmp_path / "data")
+    archive.write_bytes(archive.read_bytes()[:500])
+    result = run_cli(
+        "sweep.launch", "--study", "exp1", "--data-dir", str(archive.parent), cwd=tmp_path
+    )
+    _one_line_error(result, "truncated or not a gzip tar archive")
+    assert not (tmp_path / "sweep.db").exists()

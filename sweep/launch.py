@@ -289,6 +289,13 @@ def _progress(study: optuna.Study, budget: int, quiet: bool) -> Any:
     )
 
 
+def _best_value(study: optuna.Study) -> float | None:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max((t.value for t in done if t.value is not None), default=None)
+
+
 def _run(spec: StudySpec, args: argparse.Namespace, budget: int, splits: Splits) -> int:
     from sweep.objective import Objective
     from sweep.report import format_table, rows
@@ -303,8 +310,9 @@ def _run(spec: StudySpec, args: argparse.Namespace, budget: int, splits: Splits)
 
     def on_trial_end(trial: optuna.trial.FrozenTrial) -> None:
         bar.update(1)
-        if trial.value is not None:
-            bar.set_postfix(last=f"{trial.value:.3f}", refresh=False)
+        best = _best_value(study)
+        if best is not None:
+            bar.set_postfix(best_val=f"{best:.3f}", refresh=False)
 
     interrupted = False
     try:
@@ -328,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    # Each trial builds a new model, so tf.function retraces by design; don't warn about it.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         spec = load_study(args.study)
         spec = replace(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
+MAX_RETRIES = 2
 
 
 def default_url() -> str:
@@ -138,14 +140,19 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     parsed = _parse(url)
     kwargs = _engine_kwargs(parsed)
     _check_reachable(parsed, kwargs)
-    is_sqlite = parsed.get_backend_name() == "sqlite"
-    storage = optuna.storages.RDBStorage(
-        parsed.render_as_string(hide_password=False),
-        engine_kwargs=kwargs,
-        heartbeat_interval=None if is_sqlite else HEARTBEAT_INTERVAL_S,
-        grace_period=None if is_sqlite else HEARTBEAT_GRACE_S,
-    )
-    if is_sqlite:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            parsed.render_as_string(hide_password=False),
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+            # A dead process's trial is run again with the same params, a bounded number of times.
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRIES
+            ),
+        )
+    if parsed.get_backend_name() == "sqlite":
         with storage.engine.connect() as conn:
             # WAL: readers (the dashboard, other workers) never block the writer.
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
-HEARTBEAT_INTERVAL_S = 10
-HEARTBEAT_GRACE_S = 60
+# Overridable for tests and for clusters where 60 s of a dead worker's GPU matters.
+HEARTBEAT_INTERVAL_S = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
+HEARTBEAT_GRACE_S = int(os.environ.get("SWEEP_HEARTBEAT_GRACE", "60"))
 MAX_RETRIES = 2
 
 

@@ -138,7 +138,14 @@ def _sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     seed = spec.seed
     name = spec.sampler.name
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler.n_startup_trials)
+        # group: the dropout rates exist only for the dropout family (a conditional space).
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=spec.sampler.n_startup_trials,
+            multivariate=True,
+            group=True,
+            warn_independent_sampling=False,
+        )
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     # grid: every point is enqueued, the sampler is never asked; random: as it says.

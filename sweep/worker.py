@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -84,12 +85,25 @@ def run_trials(
             on_trial_end(frozen)
 
     ran = 0
-    while remaining(study, budget) > 0:
+    while True:
+        # Fail dead workers' trials first: a stale RUNNING trial would otherwise hold budget.
+        _fail_stale(study)
+        if remaining(study, budget) <= 0:
+            break
         # One trial per call: optimize() runs the heartbeat and fails stale trials for us,
         # and the budget is re-read from the storage before every trial.
         study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[tell])
         ran += 1
     return ran
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail (and requeue, by the storage's callback) trials whose heartbeat stopped."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:

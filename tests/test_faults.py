@@ -21,27 +21,31 @@ n_trials = 2
 [space]
 family = "baseline"
 learning_rate = [0.001, 0.002]
-epochs = 4
+epochs = 6
 
 [sampler]
 name = "grid"
 
 [baseline]
 learning_rate = 0.001
-epochs = 4
+epochs = 6
 """
 
 
-def _states(db: Path) -> list[str]:
-    """Trial states, read-only: polling must not create the file or its tables."""
+def _progress(db: Path) -> list[tuple[str, int]]:
+    """(state, epochs reported) per trial, read-only: polling must not create the tables."""
     if not db.exists():
         return []
+    query = (
+        "SELECT t.state, COUNT(v.trial_intermediate_value_id) FROM trials t "
+        "LEFT JOIN trial_intermediate_values v ON v.trial_id = t.trial_id "
+        "GROUP BY t.trial_id ORDER BY t.number"
+    )
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-            rows = conn.execute("SELECT state FROM trials ORDER BY number").fetchall()
+            return conn.execute(query).fetchall()
     except sqlite3.OperationalError:  # tables not there yet
         return []
-    return [state for (state,) in rows]
 
 
 def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
@@ -61,7 +65,11 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
     try:
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if _states(tmp_path / "k.db")[:2] == ["COMPLETE", "RUNNING"]:
+            progress = _progress(tmp_path / "k.db")
+            # Kill once trial 1 has reported an epoch: its heartbeat has surely started then.
+            # (Optuna cannot tell a trial killed before its first heartbeat from a live one.)
+            if len(progress) >= 2 and progress[0][0] == "COMPLETE" and progress[1][1] >= 1:
+                assert progress[1][0] == "RUNNING"
                 break
         else:
             raise AssertionError("trial 1 never started")

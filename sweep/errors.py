@@ -1,15 +1,14 @@
-"""The three kinds of failure a sweep tells apart.
+"""The kinds of failure a sweep tells apart.
 
 * :class:`UserError`: the input is wrong (study file, CLI option, storage URL, data files).
   The CLI prints its one-line message and exits with code 2 before anything is written.
 * :class:`TrialFailure`: one trial could not finish (divergence, out of memory). It is
   recorded on the trial and the worker goes on with the next one.
-* :class:`FatalError`: the worker cannot go on (storage gone for good). It stops.
 """
 
 from __future__ import annotations
 
-__all__ = ["FatalError", "TrialFailure", "UserError"]
+__all__ = ["TrialFailure", "UserError"]
 
 
 class UserError(Exception):
@@ -18,7 +17,3 @@ class UserError(Exception):
 
 class TrialFailure(Exception):
     """One trial failed; the reason is recorded on the trial and the sweep goes on."""
-
-
-class FatalError(Exception):
-    """The worker cannot continue."""

@@ -176,7 +176,7 @@ def _pruner(spec: StudySpec, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _check_options(spec: StudySpec, args: argparse.Namespace) -> None:
+def _check_options(spec: StudySpec) -> None:
     if spec.sampler.name == "gp":
         import importlib.util
 
@@ -200,7 +200,7 @@ def _fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- dry run
 
 
-def _dry_run(spec: StudySpec, budget: int, args: argparse.Namespace) -> None:
+def _dry_run(spec: StudySpec, budget: int) -> None:
     from sweep import models
     from sweep.space import planned
 
@@ -225,7 +225,7 @@ def _dry_run(spec: StudySpec, budget: int, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- run
 
 
-def _open_study(spec: StudySpec, args: argparse.Namespace, budget: int) -> optuna.Study:
+def _open_study(spec: StudySpec, args: argparse.Namespace) -> optuna.Study:
     import optuna
 
     from sweep.storage import open_storage
@@ -256,7 +256,6 @@ def _open_study(spec: StudySpec, args: argparse.Namespace, budget: int) -> optun
     )
     study.set_user_attr("fingerprint", fingerprint)
     study.set_user_attr("description", spec.description)
-    study.set_user_attr("budget", budget)
     return study
 
 
@@ -308,7 +307,7 @@ def _run(spec: StudySpec, args: argparse.Namespace, budget: int, splits: Splits)
     from sweep.report import format_table, rows
     from sweep.worker import run_trials
 
-    study = _open_study(spec, args, budget)
+    study = _open_study(spec, args)
     added = _enqueue_plan(study, spec)
     if added:
         log.info("enqueued %d planned trials (baseline and grid points)", added)
@@ -352,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset or spec.dataset,
             seed=spec.seed if args.seed is None else args.seed,
         )
-        _check_options(spec, args)
+        _check_options(spec)
         from sweep.space import planned
 
         budget = _budget(spec, args.n_trials, len(planned(spec)))
         if args.dry_run:
-            _dry_run(spec, budget, args)
+            _dry_run(spec, budget)
             return 0
         check_url(args.storage or default_url())
         import optuna

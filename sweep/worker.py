@@ -1,8 +1,9 @@
 """The trial loop: claim a trial, run it, tell the storage, until the study's budget is spent.
 
 The budget belongs to the study, not to the process: a trial counts once it has finished
-(complete, pruned, or failed on its own account). Trials are claimed with ``study.ask()``,
-which hands out enqueued trials (the baseline, the grid points) before sampling new ones.
+(complete, pruned, or failed on its own account). Each trial runs through
+``study.optimize(n_trials=1)``, which claims enqueued trials (the baseline, the grid points)
+before sampling new ones and keeps the trial's heartbeat while it runs.
 """
 
 from __future__ import annotations
@@ -28,22 +29,25 @@ def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
-def finished(study: optuna.Study) -> int:
-    """Trials that count against the budget: complete, pruned, or failed by themselves."""
+def _count(study: optuna.Study, *, running: bool) -> int:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in trials if t.state in done and t.number not in retried)
+    states = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
+    if running:
+        states.add(TrialState.RUNNING)
+    return sum(1 for t in trials if t.state in states and t.number not in retried)
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count against the budget: complete, pruned, or failed by themselves."""
+    return _count(study, running=False)
 
 
 def remaining(study: optuna.Study, budget: int) -> int:
     """How many more trials this study may start (finished and running ones count)."""
-    from optuna.trial import TrialState
-
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    return budget - finished(study) - running
+    return budget - _count(study, running=True)
 
 
 def run_trials(
@@ -90,8 +94,7 @@ def run_trials(
         _fail_stale(study)
         if remaining(study, budget) <= 0:
             break
-        # One trial per call: optimize() runs the heartbeat and fails stale trials for us,
-        # and the budget is re-read from the storage before every trial.
+        # One trial per call, so the budget is re-read from the storage before every trial.
         study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[tell])
         ran += 1
     return ran
@@ -107,17 +110,9 @@ def _fail_stale(study: optuna.Study) -> None:
 
 
 def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Enqueue an interrupted trial again, marked so its failed run spends no budget."""
+    """Enqueue an interrupted trial again, as a dead worker's is: its failed run spends no
+    budget, because its number lands in the new trial's ``retry_history``."""
     import optuna
 
-    frozen = study.get_trials(deepcopy=False)[trial.number]
-    retry_history = [*frozen.system_attrs.get("retry_history", []), trial.number]
-    study.add_trial(
-        optuna.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs={k: v for k, v in trial.user_attrs.items() if k in ("point", "is_baseline")},
-            system_attrs={"failed_trial": trial.number, "retry_history": retry_history},
-        )
-    )
+    frozen = study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)

@@ -27,8 +27,8 @@ def _seed_everything() -> None:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
     """Run ``python -m <args>`` as a user would, from ``cwd``; returns the CompletedProcess."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    full_env.pop("SWEEP_STORAGE", None) if "SWEEP_STORAGE" not in (env or {}) else None
+    full_env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    full_env |= {"PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,

@@ -48,8 +48,8 @@ def _progress(db: Path) -> list[tuple[str, int]]:
         return []
 
 
-def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
-    (tmp_path / "kill.toml").write_text(STUDY)
+def _launch(tmp_path: Path, study: str) -> tuple[list[str], dict[str, str], str]:
+    (tmp_path / "s.toml").write_text(study)
     url = f"sqlite:///{tmp_path / 'k.db'}"
     env = {
         **os.environ,
@@ -57,32 +57,44 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
         "SWEEP_HEARTBEAT_INTERVAL": "1",
         "SWEEP_HEARTBEAT_GRACE": "3",
     }
-    cmd = [sys.executable, "-m", "sweep.launch", "--study", "kill.toml", "--storage", url]
-    cmd += ["--subset", "1500", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    cmd = [sys.executable, "-m", "sweep.launch", "--study", "s.toml", "--storage", url]
+    return [*cmd, "--subset", "1500", "--quiet"], env, url
+
+
+def _start_and_wait_for_epoch(
+    cmd: list[str], env: dict[str, str], cwd: Path, trial: int
+) -> subprocess.Popen[bytes]:
+    """Start the CLI; return once ``trial`` runs and has reported an epoch.
+
+    Waiting for an epoch means the trial's heartbeat has surely started (Optuna cannot tell
+    a trial killed before its first heartbeat from a live one).
+    """
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            progress = _progress(tmp_path / "k.db")
-            # Kill once trial 1 has reported an epoch: its heartbeat has surely started then.
-            # (Optuna cannot tell a trial killed before its first heartbeat from a live one.)
-            if len(progress) >= 2 and progress[0][0] == "COMPLETE" and progress[1][1] >= 1:
-                assert progress[1][0] == "RUNNING"
-                break
-        else:
-            raise AssertionError("trial 1 never started")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-    before = optuna.load_study(study_name="kill", storage=url).get_trials()[0]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        progress = _progress(cwd / "k.db")
+        if len(progress) > trial and progress[trial][1] >= 1:
+            assert progress[trial][0] == "RUNNING"
+            assert all(state == "COMPLETE" for state, _ in progress[:trial])
+            return proc
+    proc.kill()
+    raise AssertionError(f"trial {trial} never reported an epoch")
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
+    cmd, env, url = _launch(tmp_path, STUDY)
+    proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = optuna.load_study(study_name="s", storage=url).get_trials()[0]
     time.sleep(4)  # past the heartbeat grace period
 
     resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    trials = optuna.load_study(study_name="kill", storage=url).get_trials()
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
     states = [t.state.name for t in trials]
     assert states.count("FAIL") == 1 and states[1] == "FAIL"  # the killed trial
     # The killed trial was the budget's last: it must still be failed, retried and completed.
@@ -92,3 +104,34 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
     assert trials[0] == before  # the completed trial is untouched
     lrs = sorted(t.params["learning_rate"] for t in trials if t.state.name == "COMPLETE")
     assert lrs == [0.001, 0.002]
+
+
+def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(tmp_path: Path) -> None:
+    cmd, env, url = _launch(tmp_path, STUDY)
+    proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING", "WAITING"]
+    requeued = trials[2]
+    assert requeued.system_attrs["failed_trial"] == 0
+    assert requeued.params == trials[0].params and requeued.user_attrs["is_baseline"]
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]  # budget 2
+
+
+def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    diverging = STUDY.replace("[0.001, 0.002]", "[0.001, 1e20]").replace("epochs = 6", "epochs = 2")
+    cmd, env, url = _launch(tmp_path, diverging)
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="s", storage=url)
+    baseline, diverged = study.get_trials()
+    assert baseline.state.name == "COMPLETE" and diverged.params["learning_rate"] == 1e20
+    assert diverged.state.name == "PRUNED"  # spends budget, can never be the best
+    assert diverged.user_attrs["failure"].startswith("diverged: training loss became nan")
+    assert study.best_trial.number == baseline.number
+    assert "diverged" in result.stdout  # the table says why

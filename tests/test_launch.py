@@ -9,6 +9,9 @@ import optuna
 import pytest
 from conftest import make_cifar_archive, run_cli
 
+from sweep.config import Params
+from sweep.models import build
+
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 TINY_STUDY = """
@@ -83,6 +86,10 @@ def test_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     baseline = trials[0]
     assert baseline.user_attrs["is_baseline"] and baseline.state.name == "COMPLETE"
     assert baseline.user_attrs["params"]["family"] == "baseline"
+    for t in trials:  # the recorded params rebuild each trial's model without Optuna
+        model = build(Params(**t.user_attrs["params"]))
+        assert model.count_params() == t.user_attrs.get("n_params", model.count_params())
+        assert model.name == t.user_attrs["family"]
     for t in trials:
         if t.state.name == "COMPLETE":
             assert set(t.user_attrs) >= RECORDED
@@ -97,12 +104,13 @@ def test_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert len(_trials(url, "tiny")) == 3
 
+    before = _trials(url, "tiny")
     more = run_cli(*args, "--quiet", "--n-trials", "4", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     trials = _trials(url, "tiny")
     assert len(trials) == 4
     assert [t.number for t in trials if t.user_attrs.get("is_baseline")] == [0]
-    assert trials[:3] == _trials(url, "tiny")[:3]  # completed trials untouched
+    assert trials[:3] == before  # completed trials untouched
 
 
 def test_exp3_runs_each_grid_point_once(tmp_path: Path) -> None:

@@ -1,28 +1,51 @@
 """Storage URL -> Optuna storage, with engine settings that suit each backend.
 
-* SQLite (the embedded default, ``sqlite:///sweep.db``): one file, no server. A busy timeout and
-  WAL journaling let several processes on one machine share it without "database is locked".
+* SQLite (the embedded default, ``sqlite:///sweep.db``): one file, no server, one machine.
+  Every transaction begins ``IMMEDIATE`` (it takes the write lock up front, waiting up to the busy
+  timeout), so several processes never meet SQLite's "database is locked" upgrade failure; WAL
+  journaling lets readers (the dashboard) read while a worker writes.
 * PostgreSQL (``postgresql+psycopg://user@host/db``): for several machines. Connections are
   pre-pinged (a restarted server costs a reconnect, not a crash), pools stay small (dozens of
-  workers must fit in ``max_connections``) and Optuna's heartbeat marks dead workers' trials.
+  workers must fit in ``max_connections``).
+
+Both get Optuna's heartbeat, so a dead worker's trial is failed and run again, and two fixes
+Optuna lacks: a storage call that loses its connection (a restarted server) is retried for up
+to :data:`STORAGE_RETRY_S` seconds instead of failing the trial, and a RUNNING trial that never
+recorded a heartbeat (its worker died between claiming it and the first beat) goes stale too.
+
+:func:`study_lock` serialises, across processes and hosts, the few steps that must not race:
+creating a study with its planned trials, and checking the budget before claiming a trial.
 
 The URL is checked before anything is created, and every message hides the password.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import time
 import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_STORAGE", "check_url", "default_url", "open_storage", "redact"]
+__all__ = [
+    "DEFAULT_STORAGE",
+    "check_url",
+    "default_url",
+    "open_storage",
+    "redact",
+    "study_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +56,10 @@ CONNECT_TIMEOUT_S = 5
 HEARTBEAT_INTERVAL_S = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
 HEARTBEAT_GRACE_S = int(os.environ.get("SWEEP_HEARTBEAT_GRACE", "60"))
 MAX_RETRIES = 2
+# How long a storage call keeps retrying a lost connection (a PostgreSQL restart takes seconds).
+STORAGE_RETRY_S = float(os.environ.get("SWEEP_STORAGE_RETRY", "120"))
+
+_T = TypeVar("_T")
 
 
 def default_url() -> str:
@@ -79,11 +106,14 @@ def _parse(url: str) -> Any:
 
 def _engine_kwargs(parsed: Any) -> dict[str, Any]:
     if parsed.get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        # isolation_level None: pysqlite emits no BEGIN of its own; _begin_immediate does.
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
+    # A worker holds at most three connections at once: its trial, its heartbeat thread and,
+    # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections.
     return {
         "pool_pre_ping": True,
         "pool_size": 2,
-        "max_overflow": 2,
+        "max_overflow": 1,
         "pool_recycle": 300,
         "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
     }
@@ -129,6 +159,112 @@ def check_url(url: str) -> None:
     _check_reachable(parsed, _engine_kwargs(parsed))
 
 
+def _is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused connection (worth retrying), not a bad query or bad data."""
+    import sqlalchemy
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _with_retries(call: Callable[[], _T], what: str) -> _T:
+    """``call()``, retried with backoff while the storage's connection is lost."""
+    deadline = time.monotonic() + STORAGE_RETRY_S
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not _is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
+def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> _T:
+        return _with_retries(lambda: method(self, *args, **kwargs), method.__name__)
+
+    return call
+
+
+# Every storage call a worker, the launcher or the dashboard makes while a sweep runs.
+_RETRIED = (
+    "create_new_study", "get_study_id_from_name", "get_study_name_from_id",
+    "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "set_study_user_attr", "set_study_system_attr", "get_all_studies", "create_new_trial",
+    "set_trial_param", "get_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial",
+    "record_heartbeat", "_get_stale_trial_ids",
+)  # fmt: skip
+
+
+def _storage_class() -> type[optuna.storages.RDBStorage]:
+    import optuna
+
+    class SweepStorage(optuna.storages.RDBStorage):
+        """Optuna's RDBStorage that rides out a lost connection and a heartbeat never beaten."""
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            stale = super()._get_stale_trial_ids(study_id)
+            # Optuna skips RUNNING trials with no heartbeat row: a worker killed between
+            # claiming a trial and its first beat would hold that trial RUNNING forever.
+            # datetime_start is written with the writer's clock, as compared here.
+            grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+            cutoff = datetime.now() - grace
+            running = self.get_all_trials(
+                study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+            beating = set(self._trials_with_heartbeat(study_id))
+            for t in running:
+                start = t.datetime_start
+                if t._trial_id not in beating and start is not None and start < cutoff:
+                    stale.append(t._trial_id)
+            return sorted(set(stale))
+
+        def _trials_with_heartbeat(self, study_id: int) -> list[int]:
+            import sqlalchemy
+            from optuna.storages._rdb import models
+
+            beat, trial = models.TrialHeartbeatModel, models.TrialModel
+            query = (
+                sqlalchemy.select(beat.trial_id)
+                .join(trial, trial.trial_id == beat.trial_id)
+                .where(trial.study_id == study_id)
+            )
+            with self.engine.connect() as conn:
+                return [row[0] for row in conn.execute(query)]
+
+    for name in _RETRIED:
+        setattr(SweepStorage, name, _retrying(getattr(optuna.storages.RDBStorage, name)))
+    return SweepStorage
+
+
+def _begin_immediate(storage: optuna.storages.RDBStorage) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    SQLite's default deferred transactions read first and upgrade to a write lock later; when
+    another process wrote in between, the upgrade fails at once with "database is locked",
+    whatever the busy timeout. BEGIN IMMEDIATE waits (up to the timeout) instead.
+    """
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(storage.engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # connections made before the listener start fresh
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``.
 
@@ -143,7 +279,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     _check_reachable(parsed, kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
+        storage = _storage_class()(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -157,4 +293,53 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         with storage.engine.connect() as conn:
             # WAL: readers (the dashboard, other workers) never block the writer.
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        _begin_immediate(storage)
     return storage
+
+
+@contextlib.contextmanager
+def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
+    """Hold a lock on ``study_name`` shared by every process that uses ``storage``.
+
+    PostgreSQL: a session advisory lock (any host; released by the server if the holder
+    dies). SQLite: ``flock`` on ``<database>.lock`` beside the file (one machine; released by
+    the kernel if the holder dies).
+    """
+    import sqlalchemy
+
+    engine = getattr(storage, "engine", None)
+    if engine is None:  # an in-memory storage: one process only
+        yield
+        return
+    url = engine.url
+    if url.get_backend_name() == "postgresql":
+        key = zlib.crc32(study_name.encode()) - 2**31  # a signed 32-bit key
+
+        def connect_and_lock() -> Any:
+            conn = engine.connect()
+            try:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        with _with_retries(connect_and_lock, "study lock") as conn:
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    database = url.database or ""
+    if not database or database == ":memory:":
+        yield  # one process only
+        return
+    import fcntl
+
+    with open(f"{database}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

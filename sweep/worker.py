@@ -1,14 +1,27 @@
-"""The trial loop: claim a trial, run it, tell the storage, until the study's budget is spent.
+"""One worker: claim a trial, run it, tell the storage, until the study's budget is spent.
+
+``python -m sweep.worker --study NAME --storage URL`` is one worker process: what the launcher
+starts once per CPU share or GPU slot, and what docker-compose runs on each GPU host. Any
+number of workers, on any number of hosts, share one study through its storage.
 
 The budget belongs to the study, not to the process: a trial counts once it has finished
-(complete, pruned, or failed on its own account). Each trial runs through
-``study.optimize(n_trials=1)``, which claims enqueued trials (the baseline, the grid points)
-before sampling new ones and keeps the trial's heartbeat while it runs.
+(complete, pruned, or failed on its own account) or while it runs. Checking the budget and
+claiming a trial happen under :func:`sweep.storage.study_lock`, so N workers end with exactly
+the budget, never more. A worker with nothing left to claim waits while other workers' trials
+run: if one of those workers dies, its trial goes stale and a waiting worker runs it again.
+Each trial runs through ``study.optimize(n_trials=1)``, which claims enqueued trials (the
+baseline, the grid points, retries) before sampling new ones and keeps the trial's heartbeat.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import os
+import socket
+import sys
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -19,7 +32,7 @@ from sweep.errors import TrialFailure
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["finished", "remaining", "run_trials"]
+__all__ = ["finished", "main", "parser", "remaining", "run_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +42,34 @@ def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
-def _count(study: optuna.Study, *, running: bool) -> int:
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials that count against the budget."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    states = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
-    if running:
-        states.add(TrialState.RUNNING)
-    return sum(1 for t in trials if t.state in states and t.number not in retried)
+    counted = [t for t in trials if t.number not in retried]
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return (
+        sum(t.state in done for t in counted),
+        sum(t.state == TrialState.RUNNING for t in counted),
+    )
 
 
 def finished(study: optuna.Study) -> int:
     """Trials that count against the budget: complete, pruned, or failed by themselves."""
-    return _count(study, running=False)
+    return _counts(study)[0]
 
 
 def remaining(study: optuna.Study, budget: int) -> int:
     """How many more trials this study may start (finished and running ones count)."""
-    return budget - _count(study, running=True)
+    return budget - sum(_counts(study))
+
+
+def _poll_seconds() -> float:
+    from sweep.storage import HEARTBEAT_INTERVAL_S
+
+    return float(min(HEARTBEAT_INTERVAL_S, 2))
 
 
 def run_trials(
@@ -62,12 +84,19 @@ def run_trials(
     A pruned trial ends PRUNED. A trial that diverges ends PRUNED too, with the reason in its
     ``failure`` user attr, so it spends budget but can never be the best. Any other exception
     inside a trial is recorded in ``failure`` and the trial ends FAIL; the loop goes on.
-    Ctrl-C fails the running trial, enqueues its params again (it spends no budget) and
-    re-raises.
+    Ctrl-C (or SIGTERM) fails the running trial, enqueues its params again (it spends no
+    budget) and re-raises.
     """
     import optuna
 
+    from sweep.storage import study_lock
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    claim = contextlib.ExitStack()
+
     def guarded(trial: optuna.Trial) -> float:
+        claim.close()  # the trial exists and beats: other workers may count it now
+        trial.set_user_attr("worker", worker)
         try:
             return objective(trial)
         except optuna.TrialPruned:
@@ -90,14 +119,25 @@ def run_trials(
 
     ran = 0
     while True:
-        # Fail dead workers' trials first: a stale RUNNING trial would otherwise hold budget.
-        _fail_stale(study)
-        if remaining(study, budget) <= 0:
-            break
-        # One trial per call, so the budget is re-read from the storage before every trial.
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[tell])
-        ran += 1
-    return ran
+        with claim:
+            claim.enter_context(study_lock(study._storage, study.study_name))
+            # Fail dead workers' trials first: a stale RUNNING trial would otherwise hold budget.
+            _fail_stale(study)
+            done, running = _counts(study)
+            if done >= budget:
+                return ran
+            if done + running < budget:
+                # The lock is held until the objective starts: the claimed trial is counted.
+                try:
+                    study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[tell])
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # Its heartbeat lapsed (the storage was away longer than the grace
+                    # period) and another worker failed it; it runs again as a retry.
+                    log.warning("a trial was failed by another worker while it ran: %s", exc)
+                ran += 1
+                continue
+        # Other workers' trials are running: wait for them to finish, or to go stale.
+        time.sleep(_poll_seconds())
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -116,3 +156,82 @@ def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
 
     frozen = study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
     optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def parser() -> argparse.ArgumentParser:
+    """``python -m sweep.worker``: one worker process."""
+    from sweep.cli import Parser, add_study_options
+
+    p = Parser(
+        prog="python -m sweep.worker",
+        description="One worker: take trials of a study until its budget is spent, then exit 0. "
+        "Start as many as you like, on any host that reaches the storage.",
+    )
+    add_study_options(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    from sweep import cli, data, devices, study
+    from sweep.objective import Objective
+    from sweep.space import planned
+    from sweep.storage import check_url, default_url, open_storage
+
+    spec = cli.load_spec(args)
+    url = args.storage or default_url()
+    check_url(url)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    devices.configure_tensorflow()
+    splits = data.load(
+        spec.dataset,
+        seed=spec.seed,
+        validation_split=spec.validation_split,
+        subset=args.subset,
+        data_dir=args.data_dir,
+    )
+    log.info("%s data: %s", spec.dataset, splits.sizes())
+    storage = open_storage(url)
+    name = args.study_name or spec.name
+    n_planned = len(planned(spec))
+    # --n-trials, else what the launcher recorded on the study, else the file's.
+    if args.n_trials is not None:
+        total = study.budget(spec, args.n_trials, n_planned)
+    else:
+        recorded = study.recorded_budget(storage, name)
+        total = recorded if recorded is not None else study.budget(spec, None, n_planned)
+    the_study = study.open_study(
+        spec,
+        storage=storage,
+        name=name,
+        fingerprint=cli.fingerprint(spec, args),
+        budget=total,
+        max_epochs=study.max_epochs(spec, args.max_epochs),
+        worker=int(os.environ.get("SWEEP_WORKER_INDEX", "-1")),
+    )
+    objective = Objective(spec, splits, max_epochs=args.max_epochs)
+    try:
+        ran = run_trials(the_study, objective, budget=total)
+    except KeyboardInterrupt:
+        log.warning("interrupted: the running trial was requeued")
+        return 130
+    log.info("study %r: budget of %d spent; this worker ran %d", name, total, ran)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    from sweep import cli
+
+    args = parser().parse_args(argv)
+    cli.setup_logging(os.environ.get("SWEEP_WORKER_LABEL", ""))
+    cli.interrupt_on_sigterm()
+    return cli.main_wrapper(lambda: _main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

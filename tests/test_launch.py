@@ -165,6 +165,11 @@ def test_postgresql_storage(tmp_path: Path) -> None:
         ),
         (("--study", "quickstart", "--n-trials", "0"), ("--n-trials", "must be 1 or more")),
         (("--study", "quickstart", "--dataset", "mnist"), ("--dataset", "invalid choice")),
+        (("--study", "quickstart", "--workers", "0"), ("--workers", "must be 1 or more")),
+        (("--study", "quickstart", "--gpus", "99"), ("--gpus 99:",)),
+        (("--study", "quickstart", "--trials-per-gpu", "2"), ("--trials-per-gpu needs --gpus",)),
+        (("--study", "quickstart", "--gpu-memory", "4000"), ("--gpu-memory needs --gpus",)),
+        (("--study", "quickstart", "--gpus", "0", "--workers", "2"), ("--workers conflicts",)),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

@@ -1,0 +1,179 @@
+"""What ``sweep.launch`` and ``sweep.worker`` share: options, logging, checks, exit codes.
+
+Every option that says which study to run on which data is declared once here, so a worker
+started by the launcher, by hand or by docker-compose reads its command line the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from sweep.config import DATASETS, StudySpec, load_study
+from sweep.errors import UserError
+
+__all__ = [
+    "Parser",
+    "add_study_options",
+    "fingerprint",
+    "interrupt_on_sigterm",
+    "load_spec",
+    "main_wrapper",
+    "positive",
+    "setup_logging",
+    "study_argv",
+]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, exit 2: the same contract as every other bad input.
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def add_study_options(p: argparse.ArgumentParser) -> None:
+    """The options that name the study, its storage and its data."""
+    p.add_argument(
+        "--study",
+        required=True,
+        metavar="NAME",
+        help="study name from studies/ (e.g. quickstart, exp3) or a path to a .toml file",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db); "
+        "sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DB",
+    )
+    p.add_argument(
+        "--study-name",
+        default=None,
+        metavar="NAME",
+        help="name of the study in the storage (default: the study file's name)",
+    )
+    p.add_argument(
+        "--n-trials",
+        type=positive,
+        metavar="N",
+        default=None,
+        help="the study's total trial budget, shared by all workers (default: the study file's)",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="override the dataset")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="where cifar-10-python.tar.gz or cifar-10-batches-py/ is "
+        "(default: $SWEEP_DATA_DIR, else ~/.keras/datasets, downloading if absent)",
+    )
+    p.add_argument(
+        "--subset",
+        type=positive,
+        metavar="N",
+        default=None,
+        help="use N training images and N/5 test images, for quick runs",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=positive,
+        default=None,
+        metavar="E",
+        help="cap every trial's epochs at E",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def study_argv(args: argparse.Namespace, spec: StudySpec, *, storage: str) -> list[str]:
+    """The study options of ``args`` as a command line for a worker process."""
+    argv = ["--study", str(Path(spec.source or args.study).resolve()), "--storage", storage]
+    argv += ["--study-name", args.study_name or spec.name, "--dataset", spec.dataset]
+    argv += ["--seed", str(spec.seed)]
+    for flag, value in (
+        ("--n-trials", args.n_trials),
+        ("--data-dir", args.data_dir),
+        ("--subset", args.subset),
+        ("--max-epochs", args.max_epochs),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def setup_logging(label: str = "") -> None:
+    """Console logging for the CLI; quiet TensorFlow and Keras."""
+    level = os.environ.get("SWEEP_LOG_LEVEL", "INFO")
+    where = f"{label} " if label else ""
+    logging.basicConfig(level=level, format=f"%(levelname)s {where}%(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    # Each trial builds a new model, so tf.function retraces by design; don't warn about it.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def load_spec(args: argparse.Namespace) -> StudySpec:
+    """The study file with the command line's overrides, checked."""
+    spec = load_study(args.study)
+    spec = replace(
+        spec,
+        dataset=args.dataset or spec.dataset,
+        seed=spec.seed if args.seed is None else args.seed,
+    )
+    if spec.sampler.name == "gp":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise UserError(
+                f"{spec.source}: sampler.name: the gp sampler needs PyTorch; "
+                "pip install torch, or use tpe"
+            )
+    return spec
+
+
+def fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
+    """What must not change when a study is resumed: the data its trials are scored on."""
+    return {
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "subset": args.subset,
+        "validation_split": spec.validation_split,
+    }
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (docker stop, kill, a cluster's scheduler) stops the process as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def main_wrapper(main: Callable[[], int]) -> int:
+    """Run ``main``; a :class:`UserError` becomes one line on stderr and exit code 2."""
+    try:
+        return main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

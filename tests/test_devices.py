@@ -1,0 +1,53 @@
+"""Worker placement: which GPU each worker sees, and how CPU workers share the cores."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep.devices import GPU_MEMORY_ENV, parse_gpus, plan
+from sweep.errors import UserError
+
+
+def test_k_workers_are_packed_onto_each_gpu_with_memory_growth() -> None:
+    placements = plan(workers=4, gpus=["0", "2"], per_gpu=2)
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in placements] == ["0", "0", "2", "2"]
+    assert all(p.env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for p in placements)
+    assert [p.index for p in placements] == [0, 1, 2, 3]
+    assert placements[2].describe() == "GPU 2"
+
+
+def test_a_memory_limit_replaces_growth() -> None:
+    (p,) = plan(workers=1, gpus=["1"], gpu_memory_mb=6000)
+    assert p.env == {"CUDA_VISIBLE_DEVICES": "1", GPU_MEMORY_ENV: "6000"}
+
+
+def test_cpu_workers_split_the_cores() -> None:
+    placements = plan(workers=3, gpus=None, cpus=8)
+    assert len(placements) == 3 and all(p.gpu is None for p in placements)
+    assert {p.env["TF_NUM_INTRAOP_THREADS"] for p in placements} == {"2"}
+    assert {p.env["OMP_NUM_THREADS"] for p in placements} == {"2"}
+    (alone,) = plan(workers=1, gpus=None, cpus=8)
+    assert "TF_NUM_INTRAOP_THREADS" not in alone.env  # one worker keeps every core
+    assert plan(workers=4, gpus=None, cpus=2)[0].env["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("text", "available", "expected"),
+    [("all", ["0", "1"], ["0", "1"]), ("1", ["0", "1"], ["1"]), ("1,0", ["0", "1"], ["1", "0"])],
+)
+def test_parse_gpus(text: str, available: list[str], expected: list[str]) -> None:
+    assert parse_gpus(text, available) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "available", "message"),
+    [
+        ("0", [], "no NVIDIA GPU found"),
+        ("all", [], "drop --gpus to run on the CPU"),
+        ("2", ["0", "1"], "no GPU 2 here; this machine has 0, 1"),
+        ("0,0", ["0", "1"], "distinct GPU indices"),
+    ],
+)
+def test_parse_gpus_refuses(text: str, available: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        parse_gpus(text, available)

@@ -1,0 +1,231 @@
+"""Several worker processes share one study: the exact budget, every grid point once, and a
+killed worker or a restarted PostgreSQL costs no completed trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO, run_cli
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+TINY = """
+dataset = "synthetic"
+n_trials = 5
+
+[space]
+family = "baseline"
+learning_rate = { low = 5e-4, high = 3e-3, log = true }
+epochs = 1
+
+[sampler]
+name = "random"
+
+[baseline]
+epochs = 1
+"""
+
+# Long enough trials (6 epochs on 1,200 images) that a worker can be stopped in one.
+SLOW = """
+dataset = "synthetic"
+n_trials = 3
+
+[space]
+family = "baseline"
+learning_rate = [0.001, 0.002, 0.0005]
+epochs = 6
+
+[sampler]
+name = "grid"
+
+[baseline]
+learning_rate = 0.001
+epochs = 6
+"""
+
+FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "3"}
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _states(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    return [t.state.name for t in trials]
+
+
+def _start_worker(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``python -m sweep.worker`` as docker-compose or a user on another host starts it."""
+    full = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    full |= {"PYTHONPATH": str(REPO), **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.worker", *args],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(check: Callable[[], object], what: str, timeout: float = 300) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except Exception:  # noqa: BLE001 - tables not there yet, or the server restarting
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _running_with_an_epoch(url: str, name: str) -> optuna.trial.FrozenTrial | None:
+    """A RUNNING trial that has reported an epoch: its heartbeat has surely started."""
+    for t in _trials(url, name):
+        if t.state.name == "RUNNING" and t.intermediate_values and "worker" in t.user_attrs:
+            return t
+    return None
+
+
+def _finish(procs: list[subprocess.Popen[str]], timeout: float = 400) -> list[str]:
+    errors = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=timeout)
+        errors.append(err)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+    return errors
+
+
+def test_three_workers_spend_exactly_the_studys_budget(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(TINY)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    result = run_cli(
+        "sweep.launch", "--study", "tiny.toml", "--storage", url, "--n-trials", "7",
+        "--workers", "3", "--subset", "200", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    trials = _trials(url, "tiny")
+    assert len(trials) == 7  # the study's budget, not 3 x 7 and not 8
+    assert set(_states(trials)) <= {"COMPLETE", "PRUNED"}
+    assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # the work was shared
+    # Each worker's sampler has its own seed: no two workers draw the same point.
+    assert len({t.params["learning_rate"] for t in trials}) == 7
+    assert "started 3 workers" in result.stderr
+    assert "Δtest pp" in result.stdout  # the launcher prints the table when they are done
+
+
+def test_exp3_grid_runs_each_point_once_with_four_workers_on_postgres(tmp_path: Path) -> None:
+    name = f"exp3-{uuid.uuid4().hex[:8]}"
+    result = run_cli(
+        "sweep.launch", "--study", "exp3", "--dataset", "synthetic", "--subset", "60",
+        "--max-epochs", "1", "--storage", POSTGRES, "--study-name", name, "--workers", "4",
+        "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stderr
+        trials = _trials(POSTGRES, name)
+        points = {tuple(sorted(t.params.items())) for t in trials}
+        assert len(trials) == 27 and len(points) == 27
+        assert set(_states(trials)) == {"COMPLETE"}
+        assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
+        assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def test_a_sigkilled_workers_trial_is_run_again_by_a_survivor(tmp_path: Path) -> None:
+    """Two workers started by hand (as on two hosts) create the study together; one is
+    killed mid-trial; the other fails its trial after the grace period, runs it again with the
+    same params, and spends the budget. No completed trial is lost."""
+    (tmp_path / "slow.toml").write_text(SLOW)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    args = ("--study", "slow.toml", "--storage", url, "--subset", "1500")
+    workers = [_start_worker(tmp_path, *args, env=FAST_HEARTBEAT) for _ in range(2)]
+    try:
+        victim = _wait_for(lambda: _running_with_an_epoch(url, "slow"), "a running trial")
+        assert isinstance(victim, optuna.trial.FrozenTrial)
+        before = [t for t in _trials(url, "slow") if t.state.name == "COMPLETE"]
+        pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+        (killed,) = [w for w in workers if w.pid == pid]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        survivors = [w for w in workers if w is not killed]
+        errors = _finish(survivors)
+    finally:
+        for w in workers:
+            w.kill()
+    assert "database is locked" not in "".join(errors)
+    trials = _trials(url, "slow")
+    dead = trials[victim.number]
+    assert dead.state.name == "FAIL"
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state.name == "COMPLETE" and retry.params == victim.params
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3  # the budget, reached without the dead worker
+    assert sorted(t.params["learning_rate"] for t in complete) == [0.0005, 0.001, 0.002]
+    assert sum(bool(t.user_attrs.get("is_baseline")) for t in complete) == 1
+    by_number = {t.number: t for t in trials}
+    for t in before:
+        assert by_number[t.number] == t  # completed trials untouched
+    assert "RUNNING" not in _states(trials) and "WAITING" not in _states(trials)
+
+
+def _pg_ctl(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _restart_postgres(down_s: float) -> None:
+    """Stop the server, keep it down for ``down_s`` seconds, start it again."""
+    _pg_ctl("stop")
+    try:
+        time.sleep(down_s)
+    finally:
+        _pg_ctl("start")
+
+
+@pytest.mark.slow
+def test_workers_survive_a_postgresql_restart(tmp_path: Path) -> None:
+    (tmp_path / "slow.toml").write_text(SLOW)
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    args = ("--study", "slow.toml", "--storage", POSTGRES, "--study-name", name)
+    env = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "20"}
+    workers = [_start_worker(tmp_path, *args, "--subset", "1500", env=env) for _ in range(2)]
+    try:
+        _wait_for(lambda: _running_with_an_epoch(POSTGRES, name), "a running trial")
+        before = {t.number: t for t in _trials(POSTGRES, name) if t.state.is_finished()}
+        _restart_postgres(down_s=4)
+        errors = _finish(workers)
+        trials = _trials(POSTGRES, name)
+    finally:
+        for w in workers:
+            w.kill()
+        _wait_for(lambda: optuna.delete_study(study_name=name, storage=POSTGRES) or True, "cleanup")
+    # The workers did lose the server for a while, retried, and went on.
+    assert any("storage unavailable" in e for e in errors), errors
+    states = _states(trials)
+    assert "RUNNING" not in states and "WAITING" not in states
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["learning_rate"] for t in complete) == [0.0005, 0.001, 0.002]
+    by_number = {t.number: t for t in trials}
+    for number, t in before.items():
+        assert by_number[number] == t

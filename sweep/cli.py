@@ -102,16 +102,15 @@ def add_study_options(p: argparse.ArgumentParser) -> None:
         help="cap every trial's epochs at E",
     )
     p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def study_argv(args: argparse.Namespace, spec: StudySpec, *, storage: str) -> list[str]:
-    """The study options of ``args`` as a command line for a worker process."""
+    """The study options of ``args`` as a command line for a worker process (its budget is
+    the caller's to add)."""
     argv = ["--study", str(Path(spec.source or args.study).resolve()), "--storage", storage]
     argv += ["--study-name", args.study_name or spec.name, "--dataset", spec.dataset]
     argv += ["--seed", str(spec.seed)]
     for flag, value in (
-        ("--n-trials", args.n_trials),
         ("--data-dir", args.data_dir),
         ("--subset", args.subset),
         ("--max-epochs", args.max_epochs),

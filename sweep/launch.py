@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="hard GPU memory limit per worker instead of memory growth (needs --gpus)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -287,7 +288,7 @@ def _main(args: argparse.Namespace) -> int:
         interrupted = _run_here(study, spec, args, budget, splits)
     else:
         del splits  # each worker loads its own copy
-        argv = [*cli.study_argv(args, spec, storage=url), "--n-trials", str(budget), "--quiet"]
+        argv = [*cli.study_argv(args, spec, storage=url), "--n-trials", str(budget)]
         interrupted, failed = _supervise(study, argv, placements, budget=budget, quiet=args.quiet)
     print(format_table(rows(study)))
     print(f"\nstudy {study.study_name!r} in {redact(url)}")

@@ -245,7 +245,7 @@ def _storage_class() -> type[optuna.storages.RDBStorage]:
                 return [row[0] for row in conn.execute(query)]
 
     for name in _RETRIED:
-        setattr(SweepStorage, name, _retrying(getattr(optuna.storages.RDBStorage, name)))
+        setattr(SweepStorage, name, _retrying(getattr(SweepStorage, name)))
     return SweepStorage
 
 

@@ -66,6 +66,19 @@ def remaining(study: optuna.Study, budget: int) -> int:
     return budget - sum(_counts(study))
 
 
+class _OwnFailureLog(logging.Filter):
+    """Drops Optuna's own report of a failed trial: :func:`run_trials` reports each failure
+    once, in one line (a traceback only for an unexpected exception, none for Ctrl-C)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " failed with " not in record.getMessage()
+
+
+_optuna_log = logging.getLogger("optuna.study._optimize")
+if not any(isinstance(f, _OwnFailureLog) for f in _optuna_log.filters):
+    _optuna_log.addFilter(_OwnFailureLog())
+
+
 def _poll_seconds() -> float:
     from sweep.storage import HEARTBEAT_INTERVAL_S
 

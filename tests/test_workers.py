@@ -229,3 +229,34 @@ def test_workers_survive_a_postgresql_restart(tmp_path: Path) -> None:
     by_number = {t.number: t for t in trials}
     for number, t in before.items():
         assert by_number[number] == t
+
+
+def test_sigterm_to_the_launcher_requeues_every_running_trial(tmp_path: Path) -> None:
+    (tmp_path / "slow.toml").write_text(SLOW.replace("epochs = 6", "epochs = 30"))
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "sweep.launch", "--study", "slow.toml", "--storage", url,
+         "--subset", "1500", "--workers", "2", "--quiet"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: _running_with_an_epoch(url, "slow"), "a running trial")
+        launcher.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        out, err = launcher.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130, err
+    assert stopped_in < 15
+    assert "Traceback" not in err
+    assert "interrupted" in out
+    trials = _trials(url, "slow")
+    assert "RUNNING" not in _states(trials)
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed  # the interrupted trials, each requeued with its params
+    for t in failed:
+        again = next(r for r in trials if r.system_attrs.get("failed_trial") == t.number)
+        assert again.state.name == "WAITING" and again.params == t.params

@@ -104,10 +104,11 @@ def add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
 
 
-def study_argv(args: argparse.Namespace, spec: StudySpec, *, storage: str) -> list[str]:
-    """The study options of ``args`` as a command line for a worker process (its budget is
-    the caller's to add)."""
-    argv = ["--study", str(Path(spec.source or args.study).resolve()), "--storage", storage]
+def study_argv(args: argparse.Namespace, spec: StudySpec) -> list[str]:
+    """The study options of ``args`` as a command line for a worker process. The storage URL
+    is not among them (it may hold a password, and command lines are public: pass it in
+    ``$SWEEP_STORAGE``); nor is the budget, which is the caller's to add."""
+    argv = ["--study", str(Path(spec.source or args.study).resolve())]
     argv += ["--study-name", args.study_name or spec.name, "--dataset", spec.dataset]
     argv += ["--seed", str(spec.seed)]
     for flag, value in (

@@ -190,6 +190,7 @@ def _supervise(
     argv: list[str],
     placements: list[Placement],
     *,
+    storage: str,
     budget: int,
     quiet: bool,
 ) -> tuple[bool, list[str]]:
@@ -204,6 +205,7 @@ def _supervise(
             **p.env,
             "SWEEP_WORKER_LABEL": f"worker {p.index} ({p.describe()})",
             "SWEEP_WORKER_INDEX": str(p.index),
+            "SWEEP_STORAGE": storage,  # not in argv, where `ps` would show its password
             "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),
         }
         # Own session: a terminal's Ctrl-C reaches this process only, which passes it on once.
@@ -288,8 +290,10 @@ def _main(args: argparse.Namespace) -> int:
         interrupted = _run_here(study, spec, args, budget, splits)
     else:
         del splits  # each worker loads its own copy
-        argv = [*cli.study_argv(args, spec, storage=url), "--n-trials", str(budget)]
-        interrupted, failed = _supervise(study, argv, placements, budget=budget, quiet=args.quiet)
+        argv = [*cli.study_argv(args, spec), "--n-trials", str(budget)]
+        interrupted, failed = _supervise(
+            study, argv, placements, storage=url, budget=budget, quiet=args.quiet
+        )
     print(format_table(rows(study)))
     print(f"\nstudy {study.study_name!r} in {redact(url)}")
     from sweep.worker import finished

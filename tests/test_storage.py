@@ -18,6 +18,7 @@ def test_a_running_trial_that_never_beat_goes_stale(
     """Optuna never fails a RUNNING trial without a heartbeat row (its worker died between
     claiming it and the first beat); here it is failed after the grace period and retried."""
     monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
+    warnings.simplefilter("ignore", UserWarning)  # ask() without optimize(): on purpose
     monkeypatch.setattr(storage, "HEARTBEAT_GRACE_S", 2)
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")

@@ -16,16 +16,20 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sweep.config import DATASETS, StudySpec, load_study
 from sweep.errors import UserError
+
+if TYPE_CHECKING:
+    from sweep.data import Splits
 
 __all__ = [
     "Parser",
     "add_study_options",
     "fingerprint",
     "interrupt_on_sigterm",
+    "load_data",
     "load_spec",
     "main_wrapper",
     "positive",
@@ -149,6 +153,21 @@ def load_spec(args: argparse.Namespace) -> StudySpec:
                 "pip install torch, or use tpe"
             )
     return spec
+
+
+def load_data(spec: StudySpec, args: argparse.Namespace) -> Splits:
+    """The study's data, loaded once per process; bad files are a :class:`UserError`."""
+    from sweep import data
+
+    splits = data.load(
+        spec.dataset,
+        seed=spec.seed,
+        validation_split=spec.validation_split,
+        subset=args.subset,
+        data_dir=args.data_dir,
+    )
+    logging.getLogger("sweep").info("%s data: %s", spec.dataset, splits.sizes())
+    return splits
 
 
 def fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:

@@ -242,26 +242,44 @@ def _keras_cache() -> Path:
 
 
 def _download_cifar10(data_dir: Path | None) -> Path:
-    """Fetch the official archive with Keras's downloader (hash-checked, cached)."""
-    import keras  # heavy: only when a download is needed
+    """Fetch the official archive (MD5-checked) into ``data_dir`` or Keras's cache.
 
-    target = data_dir or _env_dir()
-    log.info("CIFAR-10 not found locally; downloading %s", CIFAR10_URL)
+    Plain urllib, not ``keras.utils.get_file``: a failed download must not cost a TensorFlow
+    start. The file appears under its final name only once complete and checked.
+    """
+    import hashlib
+    import tempfile
+    import urllib.request
+
+    target = data_dir or _env_dir() or _keras_cache()
+    url = os.environ.get("SWEEP_CIFAR10_URL") or CIFAR10_URL  # a mirror, where offline
+    log.info("CIFAR-10 not found locally; downloading %s to %s", url, target)
+    final = target / "cifar-10-python.tar.gz"
+    partial: Path | None = None
     try:
-        path = keras.utils.get_file(
-            "cifar-10-python.tar.gz",
-            origin=CIFAR10_URL,
-            file_hash=CIFAR10_MD5,
-            hash_algorithm="md5",
-            cache_dir=str(target) if target else None,
-            cache_subdir="." if target else "datasets",
-        )
-    except Exception as exc:  # noqa: BLE001 - urllib, HTTP and hash errors: all one to the user
+        target.mkdir(parents=True, exist_ok=True)
+        md5 = hashlib.md5(usedforsecurity=False)
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,
+            tempfile.NamedTemporaryFile(dir=target, suffix=".part", delete=False) as part,
+        ):
+            partial = Path(part.name)
+            while chunk := response.read(1 << 20):
+                md5.update(chunk)
+                part.write(chunk)
+        if md5.hexdigest() != CIFAR10_MD5:
+            raise ValueError(f"MD5 {md5.hexdigest()} is not the official {CIFAR10_MD5}")
+        partial.replace(final)
+    except (OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(
-            f"CIFAR-10 is not under --data-dir or $SWEEP_DATA_DIR and the download failed "
-            f"({type(exc).__name__}); put cifar-10-python.tar.gz there by hand"
+            f"CIFAR-10 is not under --data-dir or $SWEEP_DATA_DIR and the download from {url} "
+            f"failed ({reason}); put cifar-10-python.tar.gz there by hand"
         ) from None
-    return Path(path)
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # gone already when it became the final file
+    return final
 
 
 def load_cifar10(data_dir: Path | None = None, *, download: bool = True) -> _Arrays:

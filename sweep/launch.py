@@ -171,20 +171,6 @@ def _show_progress(bar: Any, study: optuna.Study) -> None:
         bar.set_postfix(best_val=f"{best:.3f}", refresh=False)
 
 
-def _load_data(spec: StudySpec, args: argparse.Namespace) -> Any:
-    from sweep import data
-
-    splits = data.load(
-        spec.dataset,
-        seed=spec.seed,
-        validation_split=spec.validation_split,
-        subset=args.subset,
-        data_dir=args.data_dir,
-    )
-    log.info("%s data: %s", spec.dataset, splits.sizes())
-    return splits
-
-
 def _supervise(
     study: optuna.Study,
     argv: list[str],
@@ -267,12 +253,13 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     url = args.storage or default_url()
     check_url(url)
+    studies.check_resumable(url, args.study_name or spec.name, cli.fingerprint(spec, args))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if len(placements) == 1:
         os.environ.update(placements[0].env)  # before TensorFlow starts
-    splits = _load_data(spec, args)  # bad data is refused before the storage is touched
+    splits = cli.load_data(spec, args)  # bad data is refused before the storage is touched
 
     from sweep.report import format_table, rows
     from sweep.storage import open_storage

@@ -43,6 +43,7 @@ __all__ = [
     "check_url",
     "default_url",
     "open_storage",
+    "peek_study_attrs",
     "redact",
     "study_lock",
 ]
@@ -160,17 +161,28 @@ def check_url(url: str) -> None:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    """A lost or refused connection (worth retrying), not a bad query or bad data."""
+    """A lost or refused connection, or SQLite's lock wait running out: worth retrying.
+    A bad query, a missing table or bad data is not."""
     import sqlalchemy
 
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
-            return True
-        if isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-            return True
+        if isinstance(cause, sqlalchemy.exc.DBAPIError):
+            if cause.connection_invalidated:
+                return True
+            kinds = type(cause.orig).__mro__
+            if any(
+                k.__module__.startswith("psycopg") and k.__name__ in _PSYCOPG_CONNECTION
+                for k in kinds
+            ):
+                return True
+            return "database is locked" in str(cause.orig)
         cause = cause.__cause__
     return False
+
+
+# psycopg 3 raises these (or subclasses: AdminShutdown, ...) when the server goes away.
+_PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
 
 
 def _with_retries(call: Callable[[], _T], what: str) -> _T:
@@ -295,6 +307,33 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         _begin_immediate(storage)
     return storage
+
+
+def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
+    """Study ``name``'s user attrs, read without creating or changing anything; None if the
+    storage or the study does not exist yet."""
+    import optuna
+    import sqlalchemy
+
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if not database or database == ":memory:" or not Path(database).expanduser().is_file():
+            return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            parsed.render_as_string(hide_password=False),
+            engine_kwargs=_engine_kwargs(parsed),
+            skip_compatibility_check=True,
+            skip_table_creation=True,
+        )
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+        return None  # no such study, or no tables yet
+    finally:
+        storage.engine.dispose()
 
 
 @contextlib.contextmanager

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.config import StudySpec
 from sweep.errors import UserError
-from sweep.storage import study_lock
+from sweep.storage import peek_study_attrs, redact, study_lock
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["budget", "max_epochs", "open_study", "recorded_budget"]
+__all__ = ["budget", "check_resumable", "max_epochs", "open_study", "recorded_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,20 @@ def recorded_budget(storage: optuna.storages.BaseStorage, name: str) -> int | No
     return int(value) if value is not None else None
 
 
+def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url: str) -> None:
+    if before is not None and before != fingerprint:
+        raise UserError(
+            f"study {name!r} in {redact(url)} was run with {before}, not {fingerprint}; "
+            "pass --study-name NEW to start a separate study"
+        )
+
+
+def check_resumable(url: str, name: str, fingerprint: dict[str, Any]) -> None:
+    """Refuse, before anything is written, to resume a study that was run on other data."""
+    attrs = peek_study_attrs(url, name) or {}
+    _refuse_other_data(attrs.get("fingerprint"), fingerprint, name, url)
+
+
 def _enqueue_plan(study: optuna.Study, spec: StudySpec) -> int:
     """Enqueue the baseline and grid points that the study does not hold yet."""
     from optuna.trial import TrialState
@@ -161,14 +175,9 @@ def open_study(
             existing = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             existing = None
-        if existing is not None:
-            before = existing.user_attrs.get("fingerprint")
-            if before is not None and before != fingerprint:
-                url = storage.engine.url.render_as_string(hide_password=True)
-                raise UserError(
-                    f"study {name!r} in {url} was run with {before}, not {fingerprint}; "
-                    "pass --study-name NEW to start a separate study"
-                )
+        if existing is not None:  # checked again: another process may have just made it
+            url = storage.engine.url.render_as_string(hide_password=False)
+            _refuse_other_data(existing.user_attrs.get("fingerprint"), fingerprint, name, url)
         study = optuna.create_study(
             study_name=name,
             storage=storage,

@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from sweep import cli, data, devices, study
+    from sweep import cli, devices, study
     from sweep.objective import Objective
     from sweep.space import planned
     from sweep.storage import check_url, default_url, open_storage
@@ -196,18 +196,12 @@ def _main(args: argparse.Namespace) -> int:
     spec = cli.load_spec(args)
     url = args.storage or default_url()
     check_url(url)
+    study.check_resumable(url, args.study_name or spec.name, cli.fingerprint(spec, args))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     devices.configure_tensorflow()
-    splits = data.load(
-        spec.dataset,
-        seed=spec.seed,
-        validation_split=spec.validation_split,
-        subset=args.subset,
-        data_dir=args.data_dir,
-    )
-    log.info("%s data: %s", spec.dataset, splits.sizes())
+    splits = cli.load_data(spec, args)  # once per worker, shared by all its trials
     storage = open_storage(url)
     name = args.study_name or spec.name
     n_planned = len(planned(spec))

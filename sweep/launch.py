@@ -24,6 +24,7 @@ from sweep import cli
 from sweep.config import StudySpec
 from sweep.errors import UserError
 from sweep.storage import check_url, default_url, redact
+from sweep.worker import finished
 
 if TYPE_CHECKING:
     import optuna
@@ -141,8 +142,6 @@ def _dry_run(spec: StudySpec, budget: int, placements: list[Placement]) -> None:
 def _progress(study: optuna.Study, budget: int, quiet: bool) -> Any:
     from tqdm import tqdm
 
-    from sweep.worker import finished
-
     return tqdm(
         total=budget,
         initial=min(finished(study), budget),
@@ -161,8 +160,6 @@ def _best_value(study: optuna.Study) -> float | None:
 
 
 def _show_progress(bar: Any, study: optuna.Study) -> None:
-    from sweep.worker import finished
-
     done = min(finished(study), bar.total)
     if done > bar.n:
         bar.update(done - bar.n)
@@ -185,34 +182,39 @@ def _supervise(
     Returns whether the run was interrupted, and a line for each worker that failed.
     """
     procs: list[subprocess.Popen[bytes]] = []
-    for p in placements:
-        env = {
-            **os.environ,
-            **p.env,
-            "SWEEP_WORKER_LABEL": f"worker {p.index} ({p.describe()})",
-            "SWEEP_WORKER_INDEX": str(p.index),
-            "SWEEP_STORAGE": storage,  # not in argv, where `ps` would show its password
-            "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),
-        }
-        # Own session: a terminal's Ctrl-C reaches this process only, which passes it on once.
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "sweep.worker", *argv], env=env, start_new_session=True
-            )
-        )
-    log.info("started %d workers: %s", len(procs), ", ".join(p.describe() for p in placements))
-    bar = _progress(study, budget, quiet)
+    bar = None
     interrupted = False
     try:
+        for p in placements:
+            env = {
+                **os.environ,
+                **p.env,
+                "SWEEP_WORKER_LABEL": f"worker {p.index} ({p.describe()})",
+                "SWEEP_WORKER_INDEX": str(p.index),
+                "SWEEP_STORAGE": storage,  # not in argv, where `ps` would show its password
+                "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),
+            }
+            # Own session: a terminal's Ctrl-C reaches this process only, which passes it on.
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sweep.worker", *argv], env=env, start_new_session=True
+                )
+            )
+        log.info("started %d workers: %s", len(procs), ", ".join(p.describe() for p in placements))
+        bar = _progress(study, budget, quiet)
         while any(proc.poll() is None for proc in procs):
             time.sleep(1)
             _show_progress(bar, study)
+        _show_progress(bar, study)
     except KeyboardInterrupt:
         interrupted = True
         _stop(procs)
+    except BaseException:
+        _stop(procs)  # never leave workers running on their own
+        raise
     finally:
-        _show_progress(bar, study)
-        bar.close()
+        if bar is not None:
+            bar.close()
     failed = [
         f"worker {p.index} ({p.describe()}) exited with code {proc.returncode}"
         for p, proc in zip(placements, procs, strict=True)
@@ -283,8 +285,6 @@ def _main(args: argparse.Namespace) -> int:
         )
     print(format_table(rows(study)))
     print(f"\nstudy {study.study_name!r} in {redact(url)}")
-    from sweep.worker import finished
-
     if interrupted:
         print("interrupted: running trials were requeued; run the same command to resume")
         return 130

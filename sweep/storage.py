@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 import time
 import warnings
 import zlib
@@ -116,7 +117,13 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
         "pool_size": 2,
         "max_overflow": 1,
         "pool_recycle": 300,
-        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+        "connect_args": {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            # The server drops the session of a worker whose host vanished within a minute or
+            # so (not TCP's default two hours), releasing any study lock it held.
+            "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 "
+            "-c tcp_keepalives_count=3",
+        },
     }
 
 
@@ -185,19 +192,32 @@ def _is_connection_error(exc: BaseException) -> bool:
 _PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
 
 
+_retrying_now = threading.local()
+
+
 def _with_retries(call: Callable[[], _T], what: str) -> _T:
-    """``call()``, retried with backoff while the storage's connection is lost."""
+    """``call()``, retried with backoff while the storage's connection is lost.
+
+    Calls nested in a retried call (``get_all_trials`` calls ``_get_trials``) are not retried
+    again, so one outage costs at most :data:`STORAGE_RETRY_S`.
+    """
+    if getattr(_retrying_now, "active", False):
+        return call()
     deadline = time.monotonic() + STORAGE_RETRY_S
     delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as exc:
-            if not _is_connection_error(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
+    _retrying_now.active = True
+    try:
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not _is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+    finally:
+        _retrying_now.active = False
 
 
 def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -208,14 +228,18 @@ def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
     return call
 
 
-# Every storage call a worker, the launcher or the dashboard makes while a sweep runs.
+# Every storage call that reaches the database while a sweep runs: the public ones, and the
+# private ones Optuna's _CachedStorage (what study._storage is) calls on its backend.
+# _create_new_trial is not idempotent: if a commit's reply is lost, the retry makes a second
+# trial, RUNNING with no heartbeat; the stale check below fails it.
 _RETRIED = (
     "create_new_study", "get_study_id_from_name", "get_study_name_from_id",
     "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "set_study_user_attr", "set_study_system_attr", "get_all_studies", "create_new_trial",
-    "set_trial_param", "get_trial_param", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial",
+    "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
+    "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial",
+    "get_all_trials", "_get_trials", "get_best_trial", "_get_best_trial_id",
     "record_heartbeat", "_get_stale_trial_ids",
 )  # fmt: skip
 
@@ -274,8 +298,6 @@ def _begin_immediate(storage: optuna.storages.RDBStorage) -> None:
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    storage.engine.dispose()  # connections made before the listener start fresh
-
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``.
@@ -289,7 +311,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     parsed = _parse(url)
     kwargs = _engine_kwargs(parsed)
     _check_reachable(parsed, kwargs)
-    with warnings.catch_warnings():
+    with _creation_lock(parsed), warnings.catch_warnings():
+        # Workers that start together on a new database would all create its tables.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = _storage_class()(
             parsed.render_as_string(hide_password=False),
@@ -337,6 +360,68 @@ def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: Any, key: int) -> Iterator[None]:
+    import sqlalchemy
+
+    def connect_and_lock() -> Any:
+        conn = engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    with _with_retries(connect_and_lock, "study lock") as conn:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - 2**31  # a signed 32-bit key
+
+
+@contextlib.contextmanager
+def _creation_lock(parsed: Any) -> Iterator[None]:
+    """Held while Optuna creates (or checks) its tables."""
+    import sqlalchemy
+
+    if parsed.get_backend_name() == "postgresql":
+        engine = sqlalchemy.create_engine(
+            parsed,
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args=_engine_kwargs(parsed)["connect_args"],
+        )
+        try:
+            with _advisory_lock(engine, _lock_key("sweep: tables")):
+                yield
+        finally:
+            engine.dispose()
+        return
+    database = parsed.database or ""
+    if not database or database == ":memory:":
+        yield
+        return
+    with _file_lock(f"{database}.lock"):
+        yield
+
+
+@contextlib.contextmanager
 def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """Hold a lock on ``study_name`` shared by every process that uses ``storage``.
 
@@ -344,41 +429,19 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     dies). SQLite: ``flock`` on ``<database>.lock`` beside the file (one machine; released by
     the kernel if the holder dies).
     """
-    import sqlalchemy
-
-    engine = getattr(storage, "engine", None)
+    # study._storage is Optuna's _CachedStorage: the database is behind it.
+    backend = getattr(storage, "_backend", storage)
+    engine = getattr(backend, "engine", None)
     if engine is None:  # an in-memory storage: one process only
         yield
         return
-    url = engine.url
-    if url.get_backend_name() == "postgresql":
-        key = zlib.crc32(study_name.encode()) - 2**31  # a signed 32-bit key
-
-        def connect_and_lock() -> Any:
-            conn = engine.connect()
-            try:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        with _with_retries(connect_and_lock, "study lock") as conn:
-            try:
-                yield
-            finally:
-                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    if engine.url.get_backend_name() == "postgresql":
+        with _advisory_lock(engine, _lock_key(study_name)):
+            yield
         return
-    database = url.database or ""
+    database = engine.url.database or ""
     if not database or database == ":memory:":
         yield  # one process only
         return
-    import fcntl
-
-    with open(f"{database}.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _file_lock(f"{database}.lock"):
+        yield

@@ -123,8 +123,9 @@ def check_resumable(url: str, name: str, fingerprint: dict[str, Any]) -> None:
     _refuse_other_data(attrs.get("fingerprint"), fingerprint, name, url)
 
 
-def _enqueue_plan(study: optuna.Study, spec: StudySpec) -> int:
-    """Enqueue the baseline and grid points that the study does not hold yet."""
+def _enqueue_plan(study: optuna.Study, spec: StudySpec, budget: int) -> int:
+    """Enqueue the baseline and grid points that the study does not hold yet, as many as the
+    budget can run: an enqueued point nobody will claim would sit ahead of every retry."""
     from optuna.trial import TrialState
 
     from sweep.space import optuna_params, planned, point_key
@@ -132,7 +133,7 @@ def _enqueue_plan(study: optuna.Study, spec: StudySpec) -> int:
     live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     have = {t.user_attrs.get("point") for t in study.get_trials(deepcopy=False, states=live)}
     added = 0
-    for params in planned(spec):
+    for params in planned(spec)[:budget]:
         key = point_key(params)
         if key in have:
             continue
@@ -189,7 +190,7 @@ def open_study(
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("description", spec.description)
         study.set_user_attr("budget", budget)
-        added = _enqueue_plan(study, spec)
+        added = _enqueue_plan(study, spec, budget)
     if added:
         log.info("enqueued %d planned trials (baseline and grid points)", added)
     return study

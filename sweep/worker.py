@@ -32,7 +32,7 @@ from sweep.errors import TrialFailure
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["finished", "main", "parser", "remaining", "run_trials"]
+__all__ = ["finished", "main", "parser", "run_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 def finished(study: optuna.Study) -> int:
     """Trials that count against the budget: complete, pruned, or failed by themselves."""
     return _counts(study)[0]
-
-
-def remaining(study: optuna.Study, budget: int) -> int:
-    """How many more trials this study may start (finished and running ones count)."""
-    return budget - sum(_counts(study))
 
 
 class _OwnFailureLog(logging.Filter):
@@ -108,7 +103,10 @@ def run_trials(
     claim = contextlib.ExitStack()
 
     def guarded(trial: optuna.Trial) -> float:
-        claim.close()  # the trial exists and beats: other workers may count it now
+        # Beat once before letting go of the lock, so that no other worker ever sees this
+        # trial RUNNING without a heartbeat (the storage fails such trials as orphans).
+        _beat(study, trial)
+        claim.close()
         trial.set_user_attr("worker", worker)
         try:
             return objective(trial)
@@ -151,6 +149,14 @@ def run_trials(
                 continue
         # Other workers' trials are running: wait for them to finish, or to go stale.
         time.sleep(_poll_seconds())
+
+
+def _beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        storage.record_heartbeat(trial._trial_id)
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -224,7 +230,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         ran = run_trials(the_study, objective, budget=total)
     except KeyboardInterrupt:
-        log.warning("interrupted: the running trial was requeued")
+        log.warning("interrupted: the trial it was running, if any, was requeued")
         return 130
     log.info("study %r: budget of %d spent; this worker ran %d", name, total, ran)
     return 0

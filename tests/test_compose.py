@@ -70,6 +70,7 @@ def test_workers_reserve_nvidia_gpus_the_compose_way(compose) -> None:
 def test_the_dashboard_listens_on_loopback(compose) -> None:
     dash = compose["services"]["dashboard"]
     assert all(p.startswith("127.0.0.1:") for p in dash["ports"])
+    assert "os.environ['SWEEP_STORAGE']" in " ".join(dash["command"])
 
 
 def test_no_credentials_are_committed(compose) -> None:
@@ -78,6 +79,8 @@ def test_no_credentials_are_committed(compose) -> None:
     assert ":from-the-env@postgres" in interpolate(storage, env)
     with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
         interpolate(compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"], {})
+    for service in compose["services"].values():  # `ps` shows command lines to every user
+        assert "://" not in " ".join(service.get("command", [])), service["command"]
     for key, value in _strings(compose):
         if "PASSWORD" in key:
             assert value.startswith("${"), key  # from the environment, never literal

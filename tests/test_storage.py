@@ -57,17 +57,121 @@ def test_the_study_lock_excludes_other_processes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     rdb = storage.open_storage(url)
     probe = (
-        "import sys, time; from sweep import storage; "
-        f"rdb = storage.open_storage({url!r})\n"
-        "with storage.study_lock(rdb, 's'): print(time.time())"
+        "import sys, time, optuna; from sweep import storage; "
+        f"study = optuna.load_study(study_name='s', storage=storage.open_storage({url!r}))\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "with storage.study_lock(study._storage, 's'): print(time.time())"
     )
+    optuna.create_study(study_name="s", storage=rdb)
+    other = subprocess.Popen(
+        [sys.executable, "-c", probe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert other.stdin is not None and other.stdout is not None
+    assert other.stdout.readline().strip() == "ready"
     with storage.study_lock(rdb, "s"):
-        other = subprocess.Popen(
-            [sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True,
-            env={"PYTHONPATH": str(REPO)},
-        )  # fmt: skip
-        time.sleep(3)
-        assert other.poll() is None  # still waiting for the lock
+        other.stdin.write("go\n")
+        other.stdin.flush()  # it asks for the lock now
+        time.sleep(2)
+        assert other.poll() is None  # still waiting for it
         released = time.time()
     out, _ = other.communicate(timeout=30)
     assert float(out) >= released  # it got the lock only once this process let go
+
+
+def test_every_call_optunas_cache_makes_on_the_database_is_retried() -> None:
+    """study._storage is Optuna's _CachedStorage: each backend method it calls must ride out
+    a lost connection, or a PostgreSQL restart crashes a worker mid-poll."""
+    import inspect
+    import re
+
+    from optuna.storages import _cached_storage
+
+    called = set(re.findall(r"self\._backend\.(\w+)", inspect.getsource(_cached_storage)))
+    local = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "delete_study"}
+    cls = storage._storage_class()
+    for name in sorted(called - local):
+        assert hasattr(getattr(cls, name), "__wrapped__"), name
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+import optuna
+from sweep import storage
+from sweep.worker import run_trials
+
+url, go = sys.argv[1], Path(sys.argv[2])
+def wait(flag):
+    while not flag.exists():
+        time.sleep(0.005)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+wait(go)
+rdb = storage.open_storage(url)  # all at once, on a database with no tables yet
+with storage.study_lock(rdb, "race"):
+    study = optuna.create_study(study_name="race", storage=rdb, load_if_exists=True)
+print("ready", flush=True)
+wait(go.with_suffix(".claim"))  # then all at once for the budget
+
+def objective(trial):
+    trial.suggest_float("x", 0, 1)
+    time.sleep(0.3)
+    return 0.5
+
+print(run_trials(study, objective, budget=3))
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_six_processes_racing_for_a_budget_of_three_run_exactly_three(
+    tmp_path: Path, backend: str
+) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import REPO
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'race.db'}"
+    else:  # a fresh database: the tables are created by the racing processes
+        name = f"race_{uuid.uuid4().hex[:8]}"
+        _psql(f"CREATE DATABASE {name}")
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    go = tmp_path / "go"
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE, url, str(go)],
+                env={"PYTHONPATH": str(REPO)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        time.sleep(3)  # every process has imported and waits for the signal
+        go.touch()
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.with_suffix(".claim").touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+        for p, (_out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+        trials = optuna.load_study(study_name="race", storage=url).get_trials()
+        assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+        assert sum(int(out) for out, _ in outs) == 3
+    finally:
+        if backend == "postgresql":
+            optuna.storages.RDBStorage(url).engine.dispose()
+            _psql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _psql(sql: str) -> None:
+    import subprocess
+
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql],
+        check=True,
+        capture_output=True,
+    )

@@ -52,7 +52,8 @@ learning_rate = 0.001
 epochs = 6
 """
 
-FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "3"}
+# SQLite timestamps have 1 s resolution and two TensorFlow processes share 2 cores: 5 s grace.
+FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "5"}
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import REPO
 
 STUDY = """
@@ -106,16 +107,23 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
     assert lrs == [0.001, 0.002]
 
 
-def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     cmd, env, url = _launch(tmp_path, STUDY)
     proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=0)
-    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    proc.send_signal(signum)
     assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - started < 15
     trials = optuna.load_study(study_name="s", storage=url).get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "WAITING", "WAITING"]
     requeued = trials[2]
     assert requeued.system_attrs["failed_trial"] == 0
     assert requeued.params == trials[0].params and requeued.user_attrs["is_baseline"]
+    if signum == signal.SIGTERM:
+        return  # the resume is the same as after Ctrl-C
 
     resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

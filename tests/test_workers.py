@@ -261,3 +261,30 @@ def test_sigterm_to_the_launcher_requeues_every_running_trial(tmp_path: Path) ->
     for t in failed:
         again = next(r for r in trials if r.system_attrs.get("failed_trial") == t.number)
         assert again.state.name == "WAITING" and again.params == t.params
+
+
+def test_the_launcher_goes_on_when_one_of_its_workers_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "slow.toml").write_text(SLOW)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "sweep.launch", "--study", "slow.toml", "--storage", url,
+         "--subset", "1500", "--workers", "2", "--quiet"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO), **FAST_HEARTBEAT},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        victim = _wait_for(lambda: _running_with_an_epoch(url, "slow"), "a running trial")
+        assert isinstance(victim, optuna.trial.FrozenTrial)
+        os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+        out, err = launcher.communicate(timeout=400)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, err  # the study still reached its budget
+    assert "exited with code -9" in err  # and the dead worker is named
+    trials = _trials(url, "slow")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["learning_rate"] for t in complete) == [0.0005, 0.001, 0.002]
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state.name == "COMPLETE" and retry.params == victim.params
+    assert "Δtest pp" in out

@@ -28,7 +28,7 @@ __all__ = [
     "Parser",
     "add_study_options",
     "fingerprint",
-    "interrupt_on_sigterm",
+    "interrupt_on_signals",
     "load_data",
     "load_spec",
     "main_wrapper",
@@ -184,15 +184,22 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM (docker stop, kill, a cluster's scheduler) stops the process as Ctrl-C does."""
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM (Ctrl-C, docker stop, kill, a cluster's scheduler) stop the process
+    the same way, even where a shell started it with SIGINT ignored (``cmd &``)."""
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def main_wrapper(main: Callable[[], int]) -> int:
-    """Run ``main``; a :class:`UserError` becomes one line on stderr and exit code 2."""
+    """Run ``main``; a :class:`UserError` becomes one line on stderr and exit code 2, and a
+    Ctrl-C that ``main`` did not handle (a second one, while the first is being handled)
+    exits 130 at once, without a traceback."""
     try:
         return main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -24,7 +24,7 @@ from sweep import cli
 from sweep.config import StudySpec
 from sweep.errors import UserError
 from sweep.storage import check_url, default_url, redact
-from sweep.worker import finished
+from sweep.worker import finished, requeue_trials_of, worker_id
 
 if TYPE_CHECKING:
     import optuna
@@ -208,9 +208,9 @@ def _supervise(
         _show_progress(bar, study)
     except KeyboardInterrupt:
         interrupted = True
-        _stop(procs)
+        _stop(study, procs)
     except BaseException:
-        _stop(procs)  # never leave workers running on their own
+        _stop(study, procs)  # never leave workers running on their own
         raise
     finally:
         if bar is not None:
@@ -223,11 +223,9 @@ def _supervise(
     return interrupted, failed
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Ask every worker to requeue its trial and stop; kill those that take too long.
-
-    A second Ctrl-C during the wait kills them at once.
-    """
+def _stop(study: optuna.Study, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ask every worker to requeue its trial and stop; kill those that take too long, and
+    requeue their trials here. A second Ctrl-C during the wait kills them at once."""
     live = [p for p in procs if p.poll() is None]
     for proc in live:
         proc.send_signal(signal.SIGINT)
@@ -237,10 +235,13 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         pass
+    killed = {worker_id(proc.pid) for proc in live if proc.poll() is None}
     for proc in live:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if killed:
+        requeue_trials_of(study, killed)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = parser().parse_args(argv)
     cli.setup_logging()
-    cli.interrupt_on_sigterm()
+    cli.interrupt_on_signals()
     return cli.main_wrapper(lambda: _main(args))
 
 

@@ -32,9 +32,14 @@ from sweep.errors import TrialFailure
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["finished", "main", "parser", "run_trials"]
+__all__ = ["finished", "main", "parser", "requeue_trials_of", "run_trials", "worker_id"]
 
 log = logging.getLogger(__name__)
+
+
+def worker_id(pid: int) -> str:
+    """How a trial names the process that ran it (its ``worker`` user attr)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -99,7 +104,7 @@ def run_trials(
 
     from sweep.storage import study_lock
 
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = worker_id(os.getpid())
     claim = contextlib.ExitStack()
 
     def guarded(trial: optuna.Trial) -> float:
@@ -177,6 +182,29 @@ def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
     optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
+def requeue_trials_of(study: optuna.Study, workers: set[str]) -> int:
+    """Fail and enqueue again the RUNNING trials of killed ``workers``; return how many.
+
+    What a surviving worker would do once their heartbeats went stale, done at once by the
+    process that killed them.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    requeued = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") not in workers:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished after all
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, t)
+        requeued += 1
+    return requeued
+
+
 # --------------------------------------------------------------------------- the process
 
 
@@ -242,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     cli.setup_logging(os.environ.get("SWEEP_WORKER_LABEL", ""))
-    cli.interrupt_on_sigterm()
+    cli.interrupt_on_signals()
     return cli.main_wrapper(lambda: _main(args))
 
 

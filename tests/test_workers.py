@@ -293,3 +293,26 @@ def test_the_launcher_goes_on_when_one_of_its_workers_is_killed(tmp_path: Path) 
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     assert retry.state.name == "COMPLETE" and retry.params == victim.params
     assert "Δtest pp" in out
+
+
+def test_an_exception_inside_a_trial_is_recorded_and_the_loop_goes_on(tmp_path: Path) -> None:
+    """Out of memory, a bug in a layer: the trial ends FAIL with the reason, spends budget,
+    and the worker takes the next one."""
+    from sweep.storage import open_storage
+    from sweep.worker import run_trials
+
+    study = optuna.create_study(
+        study_name="x", storage=open_storage(f"sqlite:///{tmp_path / 'x.db'}"), direction="maximize"
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise MemoryError("OOM when allocating tensor with shape [4096, 4096]")
+        return x
+
+    assert run_trials(study, objective, budget=3) == 3
+    trials = study.get_trials()
+    assert _states(trials) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["failure"].startswith("MemoryError: OOM when allocating")
+    assert study.best_trial.number != 1

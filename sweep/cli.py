@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sweep.config import DATASETS, StudySpec, load_study
+from sweep.config import DATASETS, MAX_SEED, StudySpec, load_study
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "main_wrapper",
     "positive",
     "setup_logging",
+    "stopping",
     "study_argv",
 ]
 
@@ -139,6 +140,8 @@ def setup_logging(label: str = "") -> None:
 def load_spec(args: argparse.Namespace) -> StudySpec:
     """The study file with the command line's overrides, checked."""
     spec = load_study(args.study)
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed} is out of range; use an integer in [0, {MAX_SEED}]")
     spec = replace(
         spec,
         dataset=args.dataset or spec.dataset,
@@ -180,7 +183,18 @@ def fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+_stopping = False
+
+
+def stopping() -> bool:
+    """Whether SIGINT or SIGTERM has arrived: an error raised from then on is its echo (a
+    library that turned the KeyboardInterrupt into an exception of its own), not a failure."""
+    return _stopping
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    _stopping = True
     raise KeyboardInterrupt
 
 

@@ -46,6 +46,9 @@ DATASETS = ("synthetic", "cifar10")
 SAMPLERS = ("grid", "tpe", "random", "gp")
 PRUNERS = ("none", "median", "hyperband")
 
+MAX_SEED = 40_000
+"""Trial seeds are ``seed * 100_003 + trial number``, and must stay below 2**32 for NumPy."""
+
 FAMILY_PARAMS: Mapping[str, tuple[str, ...]] = {"dropout": ("dropout_conv", "dropout_dense")}
 """Hyperparameters that only some families use; every other family ignores them."""
 
@@ -186,6 +189,8 @@ SETTINGS: Mapping[str, Setting] = {
             "seed",
             int,
             "Seeds the data split, the sampler and every trial's training.",
+            lambda v: 0 <= v <= MAX_SEED,
+            f"an integer in [0, {MAX_SEED}]",
             default=0,
         ),
         Setting(
@@ -444,6 +449,8 @@ def _dimension(where: _Where, name: str, raw: Any) -> Dimension:
                 raise where.fail(key + ".step", f"expected a number > 0, got {step!r}")
             if log:
                 raise where.fail(key, "step and log cannot be combined; drop one of them")
+            if setting.type is int and (not float(step).is_integer()):
+                raise where.fail(key + ".step", f"expected a whole number >= 1, got {step!r}")
         if log and low <= 0:
             raise where.fail(key, "a log-scale range needs low > 0")
         if low == high:

@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,13 +163,7 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 def _unpickle_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-    ) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways; all are one
         raise UserError(
             f"CIFAR-10 batch {name} is corrupt or not in the official format ({exc}); "
             "replace it with a fresh copy of cifar-10-python.tar.gz"
@@ -178,7 +173,13 @@ def _unpickle_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"CIFAR-10 batch {name} lacks b'data' or b'labels'; "
             "replace it with a fresh copy of cifar-10-python.tar.gz"
         )
-    data, labels = batch[b"data"], np.asarray(batch[b"labels"])
+    data = batch[b"data"]
+    try:
+        labels = np.asarray(batch[b"labels"])
+    except (TypeError, ValueError):
+        labels = np.zeros((0, 0))
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise UserError(f"CIFAR-10 batch {name}: labels must be a list of integers 0-9")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise UserError(f"CIFAR-10 batch {name}: data must be a 2-D uint8 array")
     if data.shape[1] != 3072 or len(labels) != len(data):
@@ -200,7 +201,10 @@ def _iter_batches(source: Path) -> Iterator[tuple[str, bytes]]:
             path = source / name
             if not path.is_file():
                 raise UserError(f"CIFAR-10 batch {path} is missing; extract the full archive")
-            yield name, path.read_bytes()
+            try:
+                yield name, path.read_bytes()
+            except OSError as exc:
+                raise UserError(f"CIFAR-10 batch {path} cannot be read ({exc.strerror})") from None
         return
     try:
         with tarfile.open(source, "r:gz") as tar:
@@ -209,14 +213,14 @@ def _iter_batches(source: Path) -> Iterator[tuple[str, bytes]]:
                     member = tar.getmember(f"{_CIFAR_DIR}/{name}")
                 except KeyError:
                     raise UserError(
-                        f"{source} has no {_CIFAR_DIR}/{name}; "
-                        "it is not the official cifar-10-python.tar.gz"
+                        f"{source} has no {_CIFAR_DIR}/{name}: it is not the official "
+                        "cifar-10-python.tar.gz, or it is damaged; download it again"
                     ) from None
                 handle = tar.extractfile(member)
                 if handle is None:
                     raise UserError(f"{source}: {name} is not a regular file")
                 yield name, handle.read()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise UserError(
             f"{source} is truncated or not a gzip tar archive ({exc}); download it again"
         ) from None

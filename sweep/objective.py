@@ -189,6 +189,12 @@ class Objective:
         except (optuna.TrialPruned, TrialFailure):
             trial.set_user_attr("epochs_run", epoch_log.epochs)
             trial.set_user_attr("history", epoch_log.history)
+            loss = epoch_log.history.get("loss", [])
+            if loss and not math.isfinite(loss[-1]):
+                # The pruner may stop a run in the very epoch its loss blew up: say why.
+                trial.set_user_attr(
+                    "failure", f"diverged: training loss became {loss[-1]} in epoch {len(loss)}"
+                )
             raise
         self._record(trial, result)
         return result.val_accuracy

@@ -75,7 +75,7 @@ def redact(url: str) -> str:
 
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
         return "<malformed storage URL>"
 
 
@@ -84,7 +84,9 @@ def _parse(url: str) -> Any:
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+        parsed.port  # noqa: B018 - a port that is not a number fails here, not later
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
+        # Not the parser's message: it may quote the password.
         raise UserError(
             "malformed storage URL; use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user@host:5432/dbname"
@@ -92,17 +94,15 @@ def _parse(url: str) -> Any:
     if parsed.drivername in ("postgresql", "postgres"):
         # SQLAlchemy's bare postgresql:// means psycopg2; we ship psycopg 3.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    if parsed.drivername not in ("sqlite+pysqlite", "postgresql+psycopg"):
+        kind = "unsupported" if parsed.get_backend_name() in ("sqlite", "postgresql") else "unknown"
         raise UserError(
-            f"unsupported storage driver {parsed.drivername!r}; use sqlite:/// or "
-            "postgresql+psycopg://"
+            f"{kind} storage driver {parsed.drivername!r}; use sqlite:/// or postgresql+psycopg://"
         )
-    try:
-        parsed.get_dialect()
-    except (sqlalchemy.exc.NoSuchModuleError, ImportError):
-        raise UserError(
-            f"unknown storage driver {parsed.drivername!r}; use sqlite:/// or postgresql+psycopg://"
-        ) from None
+    if parsed.database and parsed.database.startswith("~"):
+        parsed = parsed.set(database=str(Path(parsed.database).expanduser()))
     return parsed
 
 
@@ -144,7 +144,7 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
     try:
         with engine.connect():
             pass
-    except sqlalchemy.exc.OperationalError as exc:
+    except sqlalchemy.exc.DBAPIError as exc:  # refused, timed out, bad option or database
         where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "no answer"
         if parsed.password:
@@ -343,20 +343,22 @@ def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
         database = parsed.database or ""
         if not database or database == ":memory:" or not Path(database).expanduser().is_file():
             return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            parsed.render_as_string(hide_password=False),
-            engine_kwargs=_engine_kwargs(parsed),
-            skip_compatibility_check=True,
-            skip_table_creation=True,
-        )
+    storage = None
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                parsed.render_as_string(hide_password=False),
+                engine_kwargs=_engine_kwargs(parsed),
+                skip_compatibility_check=True,
+                skip_table_creation=True,
+            )
         return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
-        return None  # no such study, or no tables yet
+        return None  # no such study, or no tables yet (a new database)
     finally:
-        storage.engine.dispose()
+        if storage is not None:
+            storage.engine.dispose()
 
 
 @contextlib.contextmanager

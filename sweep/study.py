@@ -20,7 +20,7 @@ from sweep.storage import peek_study_attrs, redact, study_lock
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["budget", "check_resumable", "max_epochs", "open_study", "recorded_budget"]
+__all__ = ["budget", "check_resumable", "max_epochs", "open_study"]
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +96,7 @@ def _pruner(spec: StudySpec, top_epochs: int) -> optuna.pruners.BasePruner:
 def _sampler_seed(seed: int, worker: int | None) -> int:
     if worker is None:
         return seed
-    return seed + 7919 * (os.getpid() if worker < 0 else worker + 1)
-
-
-def recorded_budget(storage: optuna.storages.BaseStorage, name: str) -> int | None:
-    """The budget the launcher recorded on study ``name``, if the study exists."""
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return None
-    value = storage.get_study_user_attrs(study_id).get("budget")
-    return int(value) if value is not None else None
+    return (seed + 7919 * (os.getpid() if worker < 0 else worker + 1)) % 2**32
 
 
 def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url: str) -> None:
@@ -117,10 +107,15 @@ def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url:
         )
 
 
-def check_resumable(url: str, name: str, fingerprint: dict[str, Any]) -> None:
-    """Refuse, before anything is written, to resume a study that was run on other data."""
+def check_resumable(url: str, name: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Refuse, before anything is written, to resume a study that was run on other data.
+
+    Returns:
+        The study's user attrs (empty if it does not exist yet).
+    """
     attrs = peek_study_attrs(url, name) or {}
     _refuse_other_data(attrs.get("fingerprint"), fingerprint, name, url)
+    return attrs
 
 
 def _enqueue_plan(study: optuna.Study, spec: StudySpec, budget: int) -> int:

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sweep.cli import stopping
 from sweep.errors import TrialFailure
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ def run_trials(
             _requeue(study, trial)
             raise
         except Exception as exc:
+            if stopping():  # the interrupt, wrapped by a library on its way up
+                _requeue(study, trial)
+                raise KeyboardInterrupt from exc
             trial.set_user_attr("failure", f"{type(exc).__name__}: {exc}")
             log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
             raise
@@ -176,10 +180,17 @@ def _fail_stale(study: optuna.Study) -> None:
 def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
     """Enqueue an interrupted trial again, as a dead worker's is: its failed run spends no
     budget, because its number lands in the new trial's ``retry_history``."""
-    import optuna
 
     frozen = study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+    _retry(study, frozen)
+
+
+def _retry(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
 def requeue_trials_of(study: optuna.Study, workers: set[str]) -> int:
@@ -200,7 +211,7 @@ def requeue_trials_of(study: optuna.Study, workers: set[str]) -> int:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished after all
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, t)
+        _retry(study, t)
         requeued += 1
     return requeued
 
@@ -230,21 +241,21 @@ def _main(args: argparse.Namespace) -> int:
     spec = cli.load_spec(args)
     url = args.storage or default_url()
     check_url(url)
-    study.check_resumable(url, args.study_name or spec.name, cli.fingerprint(spec, args))
+    name = args.study_name or spec.name
+    stored = study.check_resumable(url, name, cli.fingerprint(spec, args))
+    n_planned = len(planned(spec))
+    # --n-trials, else what the launcher recorded on the study, else the file's; all settled
+    # before anything is written.
+    if args.n_trials is None and stored.get("budget") is not None:
+        total = int(stored["budget"])
+    else:
+        total = study.budget(spec, args.n_trials, n_planned)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     devices.configure_tensorflow()
     splits = cli.load_data(spec, args)  # once per worker, shared by all its trials
     storage = open_storage(url)
-    name = args.study_name or spec.name
-    n_planned = len(planned(spec))
-    # --n-trials, else what the launcher recorded on the study, else the file's.
-    if args.n_trials is not None:
-        total = study.budget(spec, args.n_trials, n_planned)
-    else:
-        recorded = study.recorded_budget(storage, name)
-        total = recorded if recorded is not None else study.budget(spec, None, n_planned)
     the_study = study.open_study(
         spec,
         storage=storage,
@@ -258,7 +269,13 @@ def _main(args: argparse.Namespace) -> int:
     try:
         ran = run_trials(the_study, objective, budget=total)
     except KeyboardInterrupt:
-        log.warning("interrupted: the trial it was running, if any, was requeued")
+        log.warning(
+            "interrupted: the trial it was running, if any, was requeued; study %r has %d of "
+            "%d trials",
+            name,
+            finished(the_study),
+            total,
+        )
         return 130
     log.info("study %r: budget of %d spent; this worker ran %d", name, total, ran)
     return 0

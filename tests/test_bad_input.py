@@ -77,7 +77,17 @@ def test_unknown_missing_and_unreadable_study_files(tmp_path: Path, storage) -> 
     [
         ("nonsense", ("malformed storage URL", "sqlite:///")),
         ("mysql+foo://u@h/db", ("storage driver 'mysql+foo'",)),
-        ("oracle://u@h/db", ("unsupported storage driver 'oracle'",)),
+        ("oracle://u@h/db", ("unknown storage driver 'oracle'",)),
+        ("postgresql+psycopg2://u@h/db", ("unsupported storage driver 'postgresql+psycopg2'",)),
+        ("sqlite+pysqlcipher:///x.db", ("unsupported storage driver",)),
+        ("postgresql+psycopg://sweep:s3cret", ("malformed storage URL",)),  # host forgotten
+        (
+            "postgresql+psycopg://postgres:s3cret@127.0.0.1:5432/test?colour=red",
+            (
+                "cannot connect to PostgreSQL at 127.0.0.1:5432",
+                'invalid connection option "colour"',
+            ),
+        ),
         (
             "postgresql+psycopg://sweep:s3cret@127.0.0.1:1/db",
             ("cannot connect to PostgreSQL at 127.0.0.1:1", "start the server or fix the URL"),
@@ -124,6 +134,17 @@ def _missing_batch(d: Path) -> None:
     (make_cifar_dir(d) / "data_batch_4").unlink()
 
 
+def _nested_labels(d: Path) -> None:
+    _batch(make_cifar_dir(d), "data_batch_5", labels=[[1], [2]])
+
+
+def _corrupt_gzip(d: Path) -> None:
+    archive = make_cifar_archive(d)
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)  # a damaged download
+    archive.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize(
     ("make", "needles"),
     [
@@ -133,6 +154,8 @@ def _missing_batch(d: Path) -> None:
         (_wrong_dtype, ("data_batch_1: data must be a 2-D uint8 array",)),
         (_bad_labels, ("test_batch: labels must be integers 0-9",)),
         (_missing_batch, ("data_batch_4 is missing", "extract the full archive")),
+        (_nested_labels, ("data_batch_5: labels must be a list of integers 0-9",)),
+        (_corrupt_gzip, ("cifar-10-python.tar.gz", "download it again")),
     ],
 )
 def test_bad_cifar10_files(tmp_path: Path, storage, make, needles: tuple[str, ...]) -> None:
@@ -192,6 +215,7 @@ def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, st
         (("--subset", "-5"), ("--subset", "must be 1 or more")),
         (("--dataset", "mnist"), ("--dataset", "invalid choice")),
         (("--colour", "red"), ("unrecognized arguments: --colour red",)),
+        (("--seed", "-1"), ("--seed -1 is out of range", "[0, 40000]")),
     ],
 )
 def test_bad_options(tmp_path: Path, storage, args: tuple[str, ...], needles) -> None:
@@ -220,3 +244,11 @@ def test_a_study_run_on_other_data_is_refused_before_anything_is_written(
     result = _launch(tmp_path, url, "--study", "quickstart", "--subset", "50")
     _refused(result, "was run with {'dataset': 'cifar10'", "pass --study-name NEW")
     assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == before
+
+
+def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "open.toml").write_text("[space]\nlearning_rate = { low = 1e-4, high = 1e-2 }\n")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    result = run_cli("sweep.worker", "--study", "open.toml", "--storage", url, cwd=tmp_path)
+    _refused(result, "n_trials is missing", "--n-trials N")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["open.toml"]

@@ -81,6 +81,12 @@ BAD_FILES = [
     ("[space]\nlearning_rate = { low = 0, high = 1, log = true }", r"is not allowed"),
     ("[baseline]\nepochs = 2.5", r"baseline\.epochs: expected an integer, got 2\.5"),
     ("dataset = \nseed = 1", r"not valid TOML: .*line 1"),
+    ("seed = -1", r"seed: -1 is not allowed; use an integer in \[0, 40000\]"),
+    ("seed = 99999", r"seed: 99999 is not allowed"),
+    (
+        "[space]\nepochs = { low = 1, high = 5, step = 0.5 }",
+        r"space\.epochs\.step: expected a whole number >= 1, got 0\.5",
+    ),
 ]
 
 

@@ -131,8 +131,14 @@ def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]  # budget 2
 
 
-def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+MEDIAN_PRUNER = '\n[pruner]\nname = "median"\nn_startup_trials = 0\nn_warmup_steps = 0\n'
+
+
+@pytest.mark.parametrize("pruner", ["", MEDIAN_PRUNER], ids=["no-pruner", "median-pruner"])
+def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, pruner: str) -> None:
+    """With a pruner too: it may stop the run in the epoch its loss became NaN."""
     diverging = STUDY.replace("[0.001, 0.002]", "[0.001, 1e20]").replace("epochs = 6", "epochs = 2")
+    diverging += pruner
     cmd, env, url = _launch(tmp_path, diverging)
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

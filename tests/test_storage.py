@@ -175,3 +175,25 @@ def _psql(sql: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+def test_peeking_at_a_new_database_finds_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    import uuid
+
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    _psql(f"CREATE DATABASE {name}")
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        assert storage.peek_study_attrs(url, "s") is None  # no tables yet: not an error
+    finally:
+        _psql(f"DROP DATABASE {name} WITH (FORCE)")
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    before = other.read_bytes()
+    assert storage.peek_study_attrs(f"sqlite:///{other}", "s") is None
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "other.db"
+    ]

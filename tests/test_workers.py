@@ -257,7 +257,7 @@ def test_sigterm_to_the_launcher_requeues_every_running_trial(tmp_path: Path, ti
         launcher.kill()
     assert launcher.returncode == 130, err
     assert stopped_in < (15 if times == 1 else 5)
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     assert "interrupted" in out
     trials = _trials(url, "slow")
     assert "RUNNING" not in _states(trials)

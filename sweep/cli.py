@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Parser",
     "add_study_options",
+    "check_environment",
     "fingerprint",
     "interrupt_on_signals",
     "load_data",
@@ -128,7 +129,9 @@ def study_argv(args: argparse.Namespace, spec: StudySpec) -> list[str]:
 
 def setup_logging(label: str = "") -> None:
     """Console logging for the CLI; quiet TensorFlow and Keras."""
-    level = os.environ.get("SWEEP_LOG_LEVEL", "INFO")
+    level = os.environ.get("SWEEP_LOG_LEVEL", "").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        level = "INFO"  # an unknown level is refused by check_environment
     where = f"{label} " if label else ""
     logging.basicConfig(level=level, format=f"%(levelname)s {where}%(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -205,11 +208,42 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+# Environment variables that tune a run: name -> (smallest value allowed, what it means).
+_NUMERIC_ENV = {
+    "SWEEP_HEARTBEAT_INTERVAL": (1, "seconds between a trial's heartbeats"),
+    "SWEEP_HEARTBEAT_GRACE": (1, "seconds without a heartbeat before a trial is stale"),
+    "SWEEP_STORAGE_RETRY": (0, "seconds a lost storage connection is retried"),
+    "SWEEP_WORKER_INDEX": (-1, "this worker's index, set by sweep.launch"),
+    "SWEEP_GPU_MEMORY_MB": (1, "GPU memory limit per worker, in MB"),
+}
+
+
+def check_environment() -> None:
+    """Refuse a bad ``SWEEP_*`` environment variable in one line, before anything runs."""
+    for name, (least, meaning) in _NUMERIC_ENV.items():
+        value = os.environ.get(name, "")
+        if not value:
+            continue
+        try:
+            ok = int(value) >= least
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(
+                f"${name}={value!r}: expected a whole number >= {least} ({meaning}); "
+                "fix or unset it"
+            )
+    level = os.environ.get("SWEEP_LOG_LEVEL", "")
+    if level and not isinstance(logging.getLevelName(level.upper()), int):
+        raise UserError(f"$SWEEP_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+
+
 def main_wrapper(main: Callable[[], int]) -> int:
     """Run ``main``; a :class:`UserError` becomes one line on stderr and exit code 2, and a
     Ctrl-C that ``main`` did not handle (a second one, while the first is being handled)
     exits 130 at once, without a traceback."""
     try:
+        check_environment()
         return main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

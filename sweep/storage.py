@@ -54,12 +54,23 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
+
+
 # Overridable for tests and for clusters where 60 s of a dead worker's GPU matters.
-HEARTBEAT_INTERVAL_S = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
-HEARTBEAT_GRACE_S = int(os.environ.get("SWEEP_HEARTBEAT_GRACE", "60"))
+def _env_number(name: str, default: float) -> float:
+    """``$name`` as a number; a bad value falls back here and is reported, as one line, by
+    :func:`sweep.cli.check_environment` before anything runs."""
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+HEARTBEAT_INTERVAL_S = int(_env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
+HEARTBEAT_GRACE_S = int(_env_number("SWEEP_HEARTBEAT_GRACE", 60))
 MAX_RETRIES = 2
 # How long a storage call keeps retrying a lost connection (a PostgreSQL restart takes seconds).
-STORAGE_RETRY_S = float(os.environ.get("SWEEP_STORAGE_RETRY", "120"))
+STORAGE_RETRY_S = _env_number("SWEEP_STORAGE_RETRY", 120)
 
 _T = TypeVar("_T")
 

@@ -252,3 +252,23 @@ def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path) -> None
     result = run_cli("sweep.worker", "--study", "open.toml", "--storage", url, cwd=tmp_path)
     _refused(result, "n_trials is missing", "--n-trials N")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["open.toml"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SWEEP_HEARTBEAT_GRACE", "soon"),
+        ("SWEEP_HEARTBEAT_INTERVAL", "0"),
+        ("SWEEP_WORKER_INDEX", "x"),
+        ("SWEEP_GPU_MEMORY_MB", "lots"),
+        ("SWEEP_LOG_LEVEL", "chatty"),
+    ],
+)
+def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: str) -> None:
+    url, _ = storage
+    for module in ("sweep.launch", "sweep.worker"):
+        result = run_cli(
+            module, "--study", "quickstart", "--storage", url, "--study-name", STUDY,
+            cwd=tmp_path, env={name: value},
+        )  # fmt: skip
+        _refused(result, f"${name}={value!r}")

@@ -316,3 +316,27 @@ def test_an_exception_inside_a_trial_is_recorded_and_the_loop_goes_on(tmp_path: 
     assert _states(trials) == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[1].user_attrs["failure"].startswith("MemoryError: OOM when allocating")
     assert study.best_trial.number != 1
+
+
+def test_sigterm_to_a_worker_requeues_its_trial(tmp_path: Path) -> None:
+    """What `docker compose stop` does to a worker."""
+    (tmp_path / "slow.toml").write_text(SLOW.replace("epochs = 6", "epochs = 30"))
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    worker = _start_worker(tmp_path, "--study", "slow.toml", "--subset", "1500", env={
+        "SWEEP_STORAGE": url})  # fmt: skip
+    try:
+        victim = _wait_for(lambda: _running_with_an_epoch(url, "slow"), "a running trial")
+        assert isinstance(victim, optuna.trial.FrozenTrial)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+        assert time.monotonic() - started < 15
+    finally:
+        worker.kill()
+    assert worker.returncode == 130 and "Traceback" not in err, err
+    assert "was requeued" in err and "has 0 of 3 trials" in err  # a summary of what finished
+    trials = _trials(url, "slow")
+    assert trials[victim.number].state.name == "FAIL"
+    again = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert again.state.name == "WAITING" and again.params == victim.params
+    assert "RUNNING" not in _states(trials)

@@ -22,17 +22,21 @@ from sweep.config import DATASETS, MAX_SEED, StudySpec, load_study
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
+    import optuna
+
     from sweep.data import Splits
 
 __all__ = [
     "Parser",
     "add_study_options",
     "check_environment",
+    "check_storage",
     "fingerprint",
     "interrupt_on_signals",
     "load_data",
     "load_spec",
     "main_wrapper",
+    "open_run",
     "positive",
     "setup_logging",
     "stopping",
@@ -174,6 +178,44 @@ def load_data(spec: StudySpec, args: argparse.Namespace) -> Splits:
     )
     logging.getLogger("sweep").info("%s data: %s", spec.dataset, splits.sizes())
     return splits
+
+
+def check_storage(spec: StudySpec, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The storage URL, checked, and the study's user attrs if it exists; writes nothing.
+
+    Raises:
+        UserError: a bad URL, a server that does not answer, or a study run on other data.
+    """
+    from sweep.storage import check_url, default_url
+    from sweep.study import check_resumable
+
+    url = args.storage or default_url()
+    check_url(url)
+    return url, check_resumable(url, args.study_name or spec.name, fingerprint(spec, args))
+
+
+def open_run(
+    spec: StudySpec, args: argparse.Namespace, url: str, *, budget: int, worker: int | None
+) -> tuple[optuna.Study, Splits]:
+    """Load the data once (bad files are refused before the storage is touched), then create
+    or load the study with its planned trials."""
+    import optuna
+
+    from sweep import study
+    from sweep.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    splits = load_data(spec, args)
+    opened = study.open_study(
+        spec,
+        storage=open_storage(url),
+        name=args.study_name or spec.name,
+        fingerprint=fingerprint(spec, args),
+        budget=budget,
+        max_epochs=study.max_epochs(spec, args.max_epochs),
+        worker=worker,
+    )
+    return opened, splits
 
 
 def fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:

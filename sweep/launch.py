@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from sweep import cli
 from sweep.config import StudySpec
 from sweep.errors import UserError
-from sweep.storage import check_url, default_url, redact
-from sweep.worker import finished, requeue_trials_of, worker_id
+from sweep.storage import redact
+from sweep.worker import counts, finished, requeue_trials_of, worker_id
 
 if TYPE_CHECKING:
     import optuna
@@ -152,20 +152,16 @@ def _progress(study: optuna.Study, budget: int, quiet: bool) -> Any:
     )
 
 
-def _best_value(study: optuna.Study) -> float | None:
+def _show_progress(bar: Any, study: optuna.Study) -> None:
     from optuna.trial import TrialState
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max((t.value for t in done if t.value is not None), default=None)
-
-
-def _show_progress(bar: Any, study: optuna.Study) -> None:
-    done = min(finished(study), bar.total)
+    trials = study.get_trials(deepcopy=False)  # one read serves both numbers
+    done = min(counts(trials)[0], bar.total)
     if done > bar.n:
         bar.update(done - bar.n)
-    best = _best_value(study)
-    if best is not None:
-        bar.set_postfix(best_val=f"{best:.3f}", refresh=False)
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if values:
+        bar.set_postfix(best_val=f"{max(values):.3f}", refresh=False)
 
 
 def _supervise(
@@ -254,27 +250,13 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _dry_run(spec, budget, placements)
         return 0
-    url = args.storage or default_url()
-    check_url(url)
-    studies.check_resumable(url, args.study_name or spec.name, cli.fingerprint(spec, args))
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url, _ = cli.check_storage(spec, args)
     if len(placements) == 1:
         os.environ.update(placements[0].env)  # before TensorFlow starts
-    splits = cli.load_data(spec, args)  # bad data is refused before the storage is touched
+    study, splits = cli.open_run(spec, args, url, budget=budget, worker=None)
 
     from sweep.report import format_table, rows
-    from sweep.storage import open_storage
 
-    study = studies.open_study(
-        spec,
-        storage=open_storage(url),
-        name=args.study_name or spec.name,
-        fingerprint=cli.fingerprint(spec, args),
-        budget=budget,
-        max_epochs=studies.max_epochs(spec, args.max_epochs),
-    )
     failed: list[str] = []
     if len(placements) == 1:
         interrupted = _run_here(study, spec, args, budget, splits)
@@ -291,8 +273,9 @@ def _main(args: argparse.Namespace) -> int:
         return 130
     for line in failed:
         print(line, file=sys.stderr)
-    if finished(study) < budget:
-        print(f"the study has {finished(study)} of {budget} trials; run the same command to resume")
+    done = finished(study)
+    if done < budget:
+        print(f"the study has {done} of {budget} trials; run the same command to resume")
         return 1
     return 0
 

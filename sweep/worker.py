@@ -33,7 +33,7 @@ from sweep.errors import TrialFailure
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["finished", "main", "parser", "requeue_trials_of", "run_trials", "worker_id"]
+__all__ = ["counts", "finished", "main", "parser", "requeue_trials_of", "run_trials", "worker_id"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,13 @@ def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def _counts(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials that count against the budget."""
+    return counts(study.get_trials(deepcopy=False))
+
+
+def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
+    """(finished, running) among ``trials`` that count against the budget."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
     counted = [t for t in trials if t.number not in retried]
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -236,35 +240,20 @@ def _main(args: argparse.Namespace) -> int:
     from sweep import cli, devices, study
     from sweep.objective import Objective
     from sweep.space import planned
-    from sweep.storage import check_url, default_url, open_storage
 
     spec = cli.load_spec(args)
-    url = args.storage or default_url()
-    check_url(url)
-    name = args.study_name or spec.name
-    stored = study.check_resumable(url, name, cli.fingerprint(spec, args))
-    n_planned = len(planned(spec))
+    url, stored = cli.check_storage(spec, args)
     # --n-trials, else what the launcher recorded on the study, else the file's; all settled
     # before anything is written.
     if args.n_trials is None and stored.get("budget") is not None:
         total = int(stored["budget"])
     else:
-        total = study.budget(spec, args.n_trials, n_planned)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        total = study.budget(spec, args.n_trials, len(planned(spec)))
     devices.configure_tensorflow()
-    splits = cli.load_data(spec, args)  # once per worker, shared by all its trials
-    storage = open_storage(url)
-    the_study = study.open_study(
-        spec,
-        storage=storage,
-        name=name,
-        fingerprint=cli.fingerprint(spec, args),
-        budget=total,
-        max_epochs=study.max_epochs(spec, args.max_epochs),
-        worker=int(os.environ.get("SWEEP_WORKER_INDEX", "-1")),
+    the_study, splits = cli.open_run(
+        spec, args, url, budget=total, worker=int(os.environ.get("SWEEP_WORKER_INDEX", "-1"))
     )
+    name = the_study.study_name
     objective = Objective(spec, splits, max_epochs=args.max_epochs)
     try:
         ran = run_trials(the_study, objective, budget=total)

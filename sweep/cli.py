@@ -23,12 +23,16 @@ from sweep.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.artifacts import FileSystemArtifactStore
 
     from sweep.data import Splits
 
 __all__ = [
     "Parser",
+    "add_artifacts_option",
+    "add_existing_study_options",
     "add_study_options",
+    "artifact_store",
     "check_environment",
     "check_storage",
     "fingerprint",
@@ -36,6 +40,7 @@ __all__ = [
     "load_data",
     "load_spec",
     "main_wrapper",
+    "open_existing",
     "open_run",
     "positive",
     "setup_logging",
@@ -112,6 +117,58 @@ def add_study_options(p: argparse.ArgumentParser) -> None:
         help="cap every trial's epochs at E",
     )
     p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
+    add_artifacts_option(p)
+
+
+def add_artifacts_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="artifact folder: figures, notes' files and kept models (default: "
+        "$SWEEP_ARTIFACTS, else beside the SQLite file: sweep.db -> sweep-artifacts/)",
+    )
+
+
+def add_existing_study_options(p: argparse.ArgumentParser) -> None:
+    """The options of the tools that read a study the launcher made."""
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name in the storage")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db)",
+    )
+    add_artifacts_option(p)
+
+
+def open_existing(args: argparse.Namespace) -> tuple[optuna.Study, str]:
+    """The study ``args.study`` in ``args.storage`` and the storage URL; creates nothing.
+
+    Raises:
+        UserError: a bad URL, a server that does not answer, or no such study.
+    """
+    import optuna
+
+    from sweep.storage import check_url, default_url, open_storage, peek_study_attrs, redact
+
+    url = args.storage or default_url()
+    check_url(url)
+    if peek_study_attrs(url, args.study) is None:
+        raise UserError(
+            f"no study {args.study!r} in {redact(url)}; run python -m sweep.launch --study "
+            f"{args.study} first, or pass --storage URL"
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=args.study, storage=open_storage(url)), url
+
+
+def artifact_store(args: argparse.Namespace, url: str, *, create: bool = True) -> Any:
+    """The artifact store of ``--artifacts`` or its default for ``url``."""
+    from sweep.artifacts import default_dir, open_store
+
+    return open_store(args.artifacts or default_dir(url), create=create)
 
 
 def study_argv(args: argparse.Namespace, spec: StudySpec) -> list[str]:
@@ -125,6 +182,7 @@ def study_argv(args: argparse.Namespace, spec: StudySpec) -> list[str]:
         ("--data-dir", args.data_dir),
         ("--subset", args.subset),
         ("--max-epochs", args.max_epochs),
+        ("--artifacts", args.artifacts and args.artifacts.resolve()),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -196,9 +254,9 @@ def check_storage(spec: StudySpec, args: argparse.Namespace) -> tuple[str, dict[
 
 def open_run(
     spec: StudySpec, args: argparse.Namespace, url: str, *, budget: int, worker: int | None
-) -> tuple[optuna.Study, Splits]:
-    """Load the data once (bad files are refused before the storage is touched), then create
-    or load the study with its planned trials."""
+) -> tuple[optuna.Study, Splits, FileSystemArtifactStore]:
+    """Load the data once and open the artifact folder (bad files and folders are refused
+    before the storage is touched), then create or load the study with its planned trials."""
     import optuna
 
     from sweep import study
@@ -206,6 +264,7 @@ def open_run(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = load_data(spec, args)
+    store = artifact_store(args, url)
     opened = study.open_study(
         spec,
         storage=open_storage(url),
@@ -215,7 +274,7 @@ def open_run(
         max_epochs=study.max_epochs(spec, args.max_epochs),
         worker=worker,
     )
-    return opened, splits
+    return opened, splits, store
 
 
 def fingerprint(spec: StudySpec, args: argparse.Namespace) -> dict[str, Any]:

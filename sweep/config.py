@@ -36,6 +36,7 @@ __all__ = [
     "available_studies",
     "find_study_file",
     "load_study",
+    "loads_study",
     "parse_study",
     "settings_markdown",
 ]
@@ -138,7 +139,9 @@ class StudySpec:
     sampler: SamplerSpec
     pruner: PrunerSpec
     augmentation: Augmentation
+    keep_models: int = 3
     source: Path | None = field(default=None, compare=False)
+    text: str = field(default="", compare=False, repr=False)  # the study file, as written
 
     def dimension(self, name: str) -> Dimension:
         return next(d for d in self.space if d.name == name)
@@ -208,6 +211,15 @@ SETTINGS: Mapping[str, Setting] = {
             lambda v: v >= 1,
             "an integer >= 1",
             default=None,
+        ),
+        Setting(
+            "keep_models",
+            int,
+            "The best K trials' trained models kept as `.keras` artifacts for "
+            "`sweep.export`; a better trial replaces the worst kept. 0 keeps none.",
+            lambda v: v >= 0,
+            "an integer >= 0",
+            default=3,
         ),
     )
 }
@@ -511,6 +523,7 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
         sampler=sampler,
         pruner=pruner,
         augmentation=augmentation,
+        keep_models=top_values["keep_models"],
     )
 
 
@@ -577,12 +590,16 @@ def load_study(study: str) -> StudySpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read study file {path}: {exc}") from None
+    return replace(loads_study(text, name=path.stem, source=str(path)), source=path)
+
+
+def loads_study(text: str, *, name: str, source: str) -> StudySpec:
+    """Parse and validate a study file's text (read from a file, or kept in a storage)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-    spec = parse_study(doc, name=path.stem, source=str(path))
-    return replace(spec, source=path)
+        raise UserError(f"{source}: not valid TOML: {exc}") from None
+    return replace(parse_study(doc, name=name, source=source), text=text)
 
 
 if __name__ == "__main__":

@@ -253,15 +253,15 @@ def _main(args: argparse.Namespace) -> int:
     url, _ = cli.check_storage(spec, args)
     if len(placements) == 1:
         os.environ.update(placements[0].env)  # before TensorFlow starts
-    study, splits = cli.open_run(spec, args, url, budget=budget, worker=None)
+    study, splits, store = cli.open_run(spec, args, url, budget=budget, worker=None)
 
     from sweep.report import format_table, rows
 
     failed: list[str] = []
     if len(placements) == 1:
-        interrupted = _run_here(study, spec, args, budget, splits)
+        interrupted = _run_here(study, spec, args, budget, splits, store)
     else:
-        del splits  # each worker loads its own copy
+        del splits, store  # each worker loads its own copy
         argv = [*cli.study_argv(args, spec), "--n-trials", str(budget)]
         interrupted, failed = _supervise(
             study, argv, placements, storage=url, budget=budget, quiet=args.quiet
@@ -281,7 +281,12 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _run_here(
-    study: optuna.Study, spec: StudySpec, args: argparse.Namespace, budget: int, splits: Any
+    study: optuna.Study,
+    spec: StudySpec,
+    args: argparse.Namespace,
+    budget: int,
+    splits: Any,
+    store: Any,
 ) -> bool:
     """Run the trials in this process, one worker; return whether it was interrupted."""
     from sweep import devices
@@ -289,7 +294,7 @@ def _run_here(
     from sweep.worker import run_trials
 
     devices.configure_tensorflow()
-    objective = Objective(spec, splits, max_epochs=args.max_epochs)
+    objective = Objective(spec, splits, max_epochs=args.max_epochs, artifacts=store)
     bar = _progress(study, budget, args.quiet)
     try:
         run_trials(

@@ -21,7 +21,7 @@ from sweep.config import FAMILIES, Params
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["INPUT_SHAPE", "NUM_CLASSES", "build"]
+__all__ = ["INPUT_SHAPE", "NUM_CLASSES", "build", "serving_model"]
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -113,3 +113,22 @@ def build(params: Params, *, compile: bool = True) -> keras.Model:
             metrics=["accuracy"],
         )
     return model
+
+
+def serving_model(model: keras.Model) -> keras.Model:
+    """``model`` behind a Rescaling(1/255) layer: it takes CIFAR-10 images as they are
+    (32x32x3 pixel values 0-255), as the exported ``.keras`` file should.
+
+    Training feeds the model images already scaled by the input pipeline. The trained
+    weights are copied into a clone, which leaves the optimizer's state behind (two more
+    copies of every weight); it is compiled for ``evaluate``.
+    """
+    import keras
+
+    trained = keras.models.clone_model(model)
+    trained.set_weights(model.get_weights())
+    inputs = keras.Input(INPUT_SHAPE)
+    outputs = trained(keras.layers.Rescaling(1 / 255)(inputs))
+    serving = keras.Model(inputs, outputs, name=f"{model.name}_serving")
+    serving.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return serving

@@ -26,6 +26,7 @@ from sweep.space import suggest
 if TYPE_CHECKING:
     import keras
     import optuna
+    from optuna.artifacts import FileSystemArtifactStore
 
     from sweep._callbacks import EpochLog
 
@@ -47,10 +48,12 @@ class Scores:
     train_seconds: float
     n_params: int
     history: dict[str, list[float]]
+    confusion: list[list[int]]  # test set: true class (rows) x predicted class (columns)
 
 
-def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, cross-entropy loss and macro precision and recall from predictions."""
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, cross-entropy loss, macro precision and recall, and the confusion matrix
+    (true class by predicted class, as lists) from predictions."""
     n_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
     confusion = np.bincount(
@@ -67,6 +70,7 @@ def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "loss": float(-np.log(picked).mean()),
         "precision": float(precision.mean()),
         "recall": float(recall.mean()),
+        "confusion": confusion.tolist(),
     }
 
 
@@ -129,6 +133,7 @@ def train(
         train_seconds=seconds,
         n_params=model.count_params(),
         history=epochs.history,
+        confusion=test["confusion"],
     )
 
 
@@ -144,13 +149,23 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 class Objective:
     """The Optuna objective of a study: one call trains and records one trial.
 
-    The data is loaded once, by the caller, and shared by every trial of the process.
+    The data is loaded once, by the caller, and shared by every trial of the process. With an
+    artifact store, each completed trial also uploads its figures, note and (if it ranks among
+    the study's ``keep_models`` best) its model: :func:`sweep.artifacts.publish_trial`.
     """
 
-    def __init__(self, spec: StudySpec, splits: data.Splits, *, max_epochs: int | None = None):
+    def __init__(
+        self,
+        spec: StudySpec,
+        splits: data.Splits,
+        *,
+        max_epochs: int | None = None,
+        artifacts: FileSystemArtifactStore | None = None,
+    ):
         self.spec = spec
         self.splits = splits
         self.max_epochs = max_epochs
+        self.artifacts = artifacts
 
     def params(self, trial: optuna.Trial) -> Params:
         params = suggest(trial, self.spec)
@@ -178,7 +193,7 @@ class Objective:
         pruning = ReportOnly(trial) if is_baseline else KerasPruningCallback(trial, "val_accuracy")
         epoch_log = EpochLog()
         try:
-            _, result = train(
+            model, result = train(
                 params,
                 self.splits,
                 spec=self.spec,
@@ -196,10 +211,23 @@ class Objective:
                     "failure", f"diverged: training loss became {loss[-1]} in epoch {len(loss)}"
                 )
             raise
-        self._record(trial, result)
+        base = self._record(trial, result)
+        if self.artifacts is not None:
+            from sweep.artifacts import publish_trial
+
+            publish_trial(
+                trial,
+                self.artifacts,
+                params=asdict(params),
+                result=result,
+                model=model,
+                baseline=base,
+                keep=self.spec.keep_models,
+            )
         return result.val_accuracy
 
-    def _record(self, trial: optuna.Trial, result: Scores) -> None:
+    def _record(self, trial: optuna.Trial, result: Scores) -> optuna.trial.FrozenTrial | None:
+        """Record the trial's scores and Δs; return the completed baseline, if any."""
         attrs: dict[str, Any] = {
             "val_accuracy": result.val_accuracy,
             "test_accuracy": result.test_accuracy,
@@ -222,3 +250,4 @@ class Objective:
             )
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        return base

@@ -46,6 +46,7 @@ __all__ = [
     "open_storage",
     "peek_study_attrs",
     "redact",
+    "storage_exists",
     "study_lock",
 ]
 
@@ -343,17 +344,24 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
+def storage_exists(url: str) -> bool:
+    """False only for a SQLite URL whose file does not exist (opening it would create it)."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    database = parsed.database or ""
+    return bool(database) and database != ":memory:" and Path(database).expanduser().is_file()
+
+
 def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
     """Study ``name``'s user attrs, read without creating or changing anything; None if the
     storage or the study does not exist yet."""
     import optuna
     import sqlalchemy
 
+    if not storage_exists(url):
+        return None
     parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if not database or database == ":memory:" or not Path(database).expanduser().is_file():
-            return None
     storage = None
     try:
         with warnings.catch_warnings():

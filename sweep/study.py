@@ -13,16 +13,18 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from sweep.config import StudySpec
+from sweep.config import StudySpec, loads_study
 from sweep.errors import UserError
 from sweep.storage import peek_study_attrs, redact, study_lock
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["budget", "check_resumable", "max_epochs", "open_study"]
+__all__ = ["SPEC_ATTR", "budget", "check_resumable", "max_epochs", "open_study", "stored_spec"]
 
 log = logging.getLogger(__name__)
+
+SPEC_ATTR = "sweep:study_file"  # study system attr: the study file's name and text
 
 
 def budget(spec: StudySpec, requested: int | None, n_planned: int) -> int:
@@ -185,7 +187,26 @@ def open_study(
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("description", spec.description)
         study.set_user_attr("budget", budget)
+        # The study file travels with the study: verify and report need no file on their host.
+        storage.set_study_system_attr(
+            study._study_id, SPEC_ATTR, {"name": spec.name, "text": spec.text}
+        )
         added = _enqueue_plan(study, spec, budget)
     if added:
         log.info("enqueued %d planned trials (baseline and grid points)", added)
     return study
+
+
+def stored_spec(study: optuna.Study) -> StudySpec:
+    """The study file that ``study`` was last opened with, as kept in its storage.
+
+    Raises:
+        UserError: the study was not made by ``sweep.launch``.
+    """
+    saved = study._storage.get_study_system_attrs(study._study_id).get(SPEC_ATTR)
+    if not saved:
+        raise UserError(
+            f"study {study.study_name!r} was not created by sweep.launch (it has no study file "
+            "recorded); run it with python -m sweep.launch first"
+        )
+    return loads_study(saved["text"], name=saved["name"], source=f"study {study.study_name!r}")

@@ -138,6 +138,7 @@ def run_trials(
             raise
 
     def tell(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        _refresh(study)
         if on_trial_end is not None:
             on_trial_end(frozen)
 
@@ -162,6 +163,16 @@ def run_trials(
                 continue
         # Other workers' trials are running: wait for them to finish, or to go stale.
         time.sleep(_poll_seconds())
+
+
+def _refresh(study: optuna.Study) -> None:
+    """Rewrite the study's leaderboard note and figure; a failure costs the note, not the run."""
+    from sweep.artifacts import refresh_study
+
+    try:
+        refresh_study(study)
+    except Exception:  # noqa: BLE001 - the trial is already told; keep working
+        log.warning("could not update the study's note:\n%s", traceback.format_exc())
 
 
 def _beat(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -250,11 +261,11 @@ def _main(args: argparse.Namespace) -> int:
     else:
         total = study.budget(spec, args.n_trials, len(planned(spec)))
     devices.configure_tensorflow()
-    the_study, splits = cli.open_run(
+    the_study, splits, store = cli.open_run(
         spec, args, url, budget=total, worker=int(os.environ.get("SWEEP_WORKER_INDEX", "-1"))
     )
     name = the_study.study_name
-    objective = Objective(spec, splits, max_epochs=args.max_epochs)
+    objective = Objective(spec, splits, max_epochs=args.max_epochs, artifacts=store)
     try:
         ran = run_trials(the_study, objective, budget=total)
     except KeyboardInterrupt:

@@ -1,0 +1,164 @@
+"""Figures of trials and studies, every one drawn against the baseline.
+
+Static figures (PNG) are Matplotlib's, drawn on a bare :class:`~matplotlib.figure.Figure` so
+no GUI backend or global pyplot state is involved (workers draw them between trials).
+Interactive figures (HTML, and the dashboard's study page) are Plotly's, from
+``optuna.visualization`` where Optuna has the plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+    from plotly.graph_objects import Figure as PlotlyFigure
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "confusion_figure",
+    "grid_heatmap",
+    "history_figure",
+    "learning_curves",
+    "save_png",
+]
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+BASELINE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": "--", "linewidth": 1.2}
+
+
+def save_png(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def learning_curves(
+    history: dict[str, list[float]],
+    baseline: dict[str, list[float]] | None,
+    *,
+    title: str,
+) -> Figure:
+    """Accuracy and loss per epoch, train and validation; the baseline's validation curves
+    dashed beside them."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4))
+    for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
+        for key, label, style in (
+            (metric, "train", {"color": "tab:blue"}),
+            (f"val_{metric}", "validation", {"color": "tab:orange"}),
+        ):
+            values = history.get(key, [])
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=label, **style)
+        base = (baseline or {}).get(f"val_{metric}", [])
+        if base:
+            ax.plot(range(1, len(base) + 1), base, label="baseline validation", **BASELINE_STYLE)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, *, title: str) -> Figure:
+    """Counts of true (rows) against predicted (columns) classes, each cell annotated."""
+    from matplotlib.figure import Figure
+
+    n = len(matrix)
+    names = CIFAR10_CLASSES if n == len(CIFAR10_CLASSES) else tuple(map(str, range(n)))
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            color = "white" if matrix[i, j] > threshold else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_title(title)
+    return fig
+
+
+def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyFigure:
+    """Optuna's optimization history, with the baseline's value drawn as a line."""
+    import optuna
+
+    figure = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
+    if baseline_value is not None:
+        figure.add_hline(
+            y=baseline_value,
+            line_dash="dash",
+            line_color="gray",
+            annotation_text=f"baseline {100 * baseline_value:.2f}%",
+            annotation_position="bottom right",
+        )
+    figure.update_layout(title="Validation accuracy of every trial against the baseline")
+    return figure
+
+
+def grid_heatmap(
+    points: list[tuple[dict[str, Any], float]], dims: tuple[str, str]
+) -> tuple[Figure, PlotlyFigure]:
+    """A grid study as a heatmap over ``dims``: each cell the best value over the other
+    dimensions. Returns the Matplotlib and the Plotly figure."""
+    import plotly.graph_objects as go
+    from matplotlib.figure import Figure
+
+    def label(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, int | float) else str(v)
+
+    rows_dim, cols_dim = dims
+    row_keys = sorted({p[rows_dim] for p, _ in points})
+    col_keys = sorted({p[cols_dim] for p, _ in points})
+    cells = np.full((len(row_keys), len(col_keys)), np.nan)
+    for params, value in points:
+        i, j = row_keys.index(params[rows_dim]), col_keys.index(params[cols_dim])
+        cells[i, j] = value if np.isnan(cells[i, j]) else max(cells[i, j], value)
+    title = f"best validation accuracy per {rows_dim} x {cols_dim}"
+
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    image = ax.imshow(cells, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(col_keys)), [label(v) for v in col_keys])
+    ax.set_yticks(range(len(row_keys)), [label(v) for v in row_keys])
+    ax.set_xlabel(cols_dim)
+    ax.set_ylabel(rows_dim)
+    for i in range(len(row_keys)):
+        for j in range(len(col_keys)):
+            if not np.isnan(cells[i, j]):
+                ax.text(j, i, f"{100 * cells[i, j]:.1f}", ha="center", va="center", color="w")
+    ax.set_title(title)
+
+    interactive = go.Figure(
+        go.Heatmap(
+            z=cells,
+            x=[label(v) for v in col_keys],
+            y=[label(v) for v in row_keys],
+            colorscale="Viridis",
+            texttemplate="%{z:.3f}",
+        )
+    )
+    interactive.update_layout(title=title, xaxis_title=cols_dim, yaxis_title=rows_dim)
+    return fig, interactive

@@ -1,0 +1,306 @@
+"""The dashboard, its artifacts and notes, the report, verify and export, on one real study.
+
+One small grid study is trained once for the module (real TensorFlow, a real SQLite file, the
+real CLI in subprocesses); every test reads what that run left in the storage and the artifact
+folder, and the dashboard test drives optuna-dashboard in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import REPO, run_cli
+
+STUDY = """
+description = "dashboard test grid"
+dataset = "synthetic"
+seed = 3
+keep_models = 2
+
+[space]
+family = "baseline"
+learning_rate = [0.001, 0.003]
+batch_size = [32, 64]
+epochs = 2
+
+[sampler]
+name = "grid"
+
+[baseline]
+family = "baseline"
+learning_rate = 0.001
+batch_size = 32
+epochs = 2
+"""
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-trial grid study in ``<dir>/sweep.db``, artifacts in ``sweep-artifacts``."""
+    work = tmp_path_factory.mktemp("dash")
+    (work / "grid.toml").write_text(STUDY)
+    done = run_cli("sweep.launch", "--study", "grid.toml", "--subset", "300", "--quiet", cwd=work)
+    assert done.returncode == 0, done.stderr
+    return work
+
+
+def _study(work: Path, name: str = "grid") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'sweep.db'}")
+
+
+def _notes(study: optuna.Study) -> dict[int | None, str]:
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    notes = {None: get_note_from_system_attrs(attrs, None)["body"]}
+    for t in study.trials:
+        notes[t.number] = get_note_from_system_attrs(attrs, t._trial_id)["body"]
+    return notes
+
+
+def test_every_trial_has_curves_confusion_and_a_note_against_the_baseline(finished: Path):
+    study = _study(finished)
+    store = finished / "sweep-artifacts"
+    notes = _notes(study)
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    base = next(t for t in trials if t.user_attrs["is_baseline"])
+    for t in trials:
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        assert sorted(m.filename for m in metas) == [
+            "confusion_matrix.png",
+            "learning_curves.png",
+        ]
+        for m in metas:
+            assert m.mimetype == "image/png"
+            assert (store / m.artifact_id).read_bytes().startswith(PNG)
+        note = notes[t.number]
+        assert f"## Trial {t.number}" in note
+        assert f"{100 * t.value:.2f}%" in note  # this trial's validation accuracy
+        if t.number != base.number:
+            assert f"{100 * base.value:.2f}%" in note  # the baseline's, beside it
+            delta = 100 * (t.value - base.value)
+            assert f"{delta:+.2f} pp" in note
+            assert t.user_attrs["delta_vs_baseline"] == pytest.approx(t.value - base.value)
+    assert base.user_attrs["delta_vs_baseline"] == 0.0
+
+
+def test_the_study_note_is_the_leaderboard_and_the_figure_draws_the_baseline(finished: Path):
+    study = _study(finished)
+    note = _notes(study)[None]
+    ranked = sorted(study.trials, key=lambda t: -t.value)
+    table = [line for line in note.splitlines() if line.startswith("| ")][1:]
+    # Best first, the baseline marked; each row shows its accuracy.
+    assert [row.split("|")[1].strip().rstrip("*") for row in table] == [
+        str(t.number) for t in ranked
+    ]
+    for row, t in zip(table, ranked, strict=True):
+        assert f"{100 * t.value:.2f}%" in row
+        assert ("*" in row.split("|")[1]) == t.user_attrs["is_baseline"]
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    chunks = sorted(
+        (k for k in attrs if k.startswith("dashboard:plot_data:history-vs-baseline:")),
+        key=lambda k: int(k.rsplit(":", 1)[1]),
+    )
+    figure = json.loads("".join(attrs[k] for k in chunks))
+    base = next(t for t in study.trials if t.user_attrs["is_baseline"])
+    lines = [s for s in figure["layout"]["shapes"] if s["type"] == "line"]
+    assert [s["y0"] for s in lines] == [pytest.approx(base.value)]
+
+
+def test_only_the_best_models_are_kept_and_the_others_deleted(finished: Path):
+    study = _study(finished)
+    kept = study._storage.get_study_system_attrs(study._study_id)["sweep:kept_models"]
+    best_two = sorted(study.trials, key=lambda t: (-t.value, t.number))[:2]
+    assert [k["trial"] for k in kept] == [t.number for t in best_two]
+    metas = optuna.artifacts.get_all_artifact_meta
+    listed = {
+        json.loads(v)["filename"]
+        for k, v in study._storage.get_study_system_attrs(study._study_id).items()
+        if k.startswith("artifacts:") and json.loads(v) is not None
+    }
+    assert listed == {f"trial-{t.number}.keras" for t in best_two}
+    # On disk: two PNGs per trial and the two kept models, nothing else.
+    files = {p.name for p in (finished / "sweep-artifacts").iterdir()}
+    pngs = {m.artifact_id for t in study.trials for m in metas(t, storage=study._storage)}
+    assert files == pngs | {k["artifact_id"] for k in kept}
+
+
+def test_export_writes_a_model_that_scores_what_its_trial_recorded(finished: Path, tmp_path):
+    import keras
+
+    from sweep import data
+
+    out = tmp_path / "best.keras"
+    done = run_cli("sweep.export", "--study", "grid", "--out", str(out), cwd=finished)
+    assert done.returncode == 0, done.stderr
+    study = _study(finished)
+    best = study.best_trial
+    assert f"trial {best.number} " in done.stdout
+
+    splits = data.load("synthetic", seed=3, validation_split=0.2, subset=300)
+    model = keras.models.load_model(out)
+    predicted = model.predict(splits.x_test, verbose=0).argmax(axis=1)
+    assert float(np.mean(predicted == splits.y_test)) == pytest.approx(
+        best.user_attrs["test_accuracy"], abs=1e-9
+    )
+
+    kept = {k["trial"] for k in study._storage.get_study_system_attrs(study._study_id)[
+        "sweep:kept_models"
+    ]}  # fmt: skip
+    dropped = next(t.number for t in study.trials if t.number not in kept)
+    refused = run_cli(
+        "sweep.export", "--study", "grid", "--trial", str(dropped), "--out",
+        str(tmp_path / "other.keras"), cwd=finished,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and f"no model of trial {dropped}" in refused.stderr
+    assert not (tmp_path / "other.keras").exists()
+
+
+def test_report_writes_markdown_csv_and_plots(finished: Path, tmp_path):
+    out = tmp_path / "report"
+    done = run_cli("sweep.report", "--study", "grid", "--out", str(out), cwd=finished)
+    assert done.returncode == 0, done.stderr
+    names = {"optimization_history", "param_importances", "parallel_coordinates", "grid_heatmap"}
+    for name in names:
+        assert (out / f"{name}.png").read_bytes().startswith(PNG)
+        assert "plotly" in (out / f"{name}.html").read_text()[:5000].lower()
+    study = _study(finished)
+    with (out / "trials.csv").open() as f:
+        records = list(csv.DictReader(f))
+    assert [int(r["number"]) for r in records] == [t.number for t in study.trials]
+    assert [r["is_baseline"] for r in records].count("True") == 1
+    base = next(t for t in study.trials if t.user_attrs["is_baseline"])
+    for r, t in zip(records, study.trials, strict=True):
+        assert float(r["val_accuracy"]) == pytest.approx(t.value)
+        assert float(r["delta_val_pp"]) == pytest.approx(100 * (t.value - base.value))
+    report = (out / "report.md").read_text()
+    best = study.best_trial
+    assert f"Best: trial {best.number}" in report or best.number == base.number
+    for name in names:
+        assert f"]({name}.png)" in report
+
+
+def test_verify_retrains_with_fresh_seeds_and_attaches_the_result(finished: Path):
+    argv = ("sweep.verify", "--study", "grid", "--top", "1", "--repeats", "2")
+    done = run_cli(*argv, cwd=finished)
+    assert done.returncode == 0, done.stderr
+    study = _study(finished)
+    base = next(t for t in study.trials if t.user_attrs["is_baseline"])
+    best = max((t for t in study.trials if t.number != base.number), key=lambda t: t.value)
+    runs = _study(finished, "grid.verify").trials
+    assert sorted((t.user_attrs["source_trial"], t.user_attrs["repeat"]) for t in runs) == [
+        (n, r) for n in sorted({base.number, best.number}) for r in range(2)
+    ]
+    seeds = [t.user_attrs["seed"] for t in runs]
+    assert len(set(seeds)) == 4
+    assert not {base.user_attrs["seed"], best.user_attrs["seed"]} & set(seeds)
+    for t in runs:
+        assert t.state.name == "COMPLETE" and t.params == study.trials[
+            t.user_attrs["source_trial"]
+        ].params  # fmt: skip
+    lines = done.stdout.splitlines()
+    base_row = next(line for line in lines if line.split()[:1] == [f"{base.number}*"])
+    best_row = next(line for line in lines if line.split()[:1] == [str(best.number)])
+    assert "baseline" in base_row and "±" in base_row
+    assert any(word in best_row for word in ("significant", "too few runs"))
+    assert "## Verification" in _notes(study)[None]
+
+    # Again: every repeat is on record, so nothing trains and the table is the same.
+    start = time.monotonic()
+    again = run_cli(*argv, cwd=finished, env={"SWEEP_LOG_LEVEL": "WARNING"})
+    assert again.returncode == 0, again.stderr
+    assert len(_study(finished, "grid.verify").trials) == 4
+    assert again.stdout == done.stdout
+    assert time.monotonic() - start < 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sweep.dashboard", "--port", str(port)],
+        cwd=finished,
+        env={**env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.2)
+        study = _study(finished)
+        base = next(t for t in study.trials if t.user_attrs["is_baseline"])
+        url = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)  # the study page, with the history against the baseline
+            page.get_by_text("Validation accuracy of every trial against the baseline").wait_for()
+            page.get_by_text(f"baseline {100 * base.value:.2f}%").first.wait_for()
+
+            page.goto(f"{url}/smartSelection")  # the trial table
+            header = page.get_by_text("UserAttribute delta_vs_baseline")
+            header.wait_for(timeout=30_000)
+            page.screenshot(path=tmp_path / "trial-table.png", full_page=True)
+
+            page.goto(f"{url}/trials?numbers={base.number}")
+            page.get_by_text(f"Trial {base.number} — the baseline").wait_for()
+            image = page.locator("img[src*='/artifacts/']").first
+            image.wait_for()
+            page.wait_for_function(  # the browser fetched and decoded it
+                "el => el.complete && el.naturalWidth > 0", arg=image.element_handle()
+            )
+            served = page.request.get(image.evaluate("el => el.src"))
+            status, kind, body = served.status, served.headers["content-type"], served.body()
+            page.screenshot(path=tmp_path / "trial.png", full_page=True)
+            browser.close()
+        assert status == 200
+        assert kind == "image/png"
+        assert body.startswith(PNG)
+        for shot in ("trial-table.png", "trial.png"):
+            assert (tmp_path / shot).read_bytes().startswith(PNG)
+        if keep := os.environ.get("SWEEP_SCREENSHOTS"):
+            for shot in ("trial-table.png", "trial.png"):
+                shutil.copy(tmp_path / shot, Path(keep) / shot)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -133,6 +133,7 @@ def publish_trial(
     model: keras.Model,
     baseline: optuna.trial.FrozenTrial | None,
     keep: int,
+    classes: tuple[str, ...] = (),
 ) -> None:
     """Upload a completed trial's figures and note, and keep its model if it ranks.
 
@@ -155,7 +156,9 @@ def publish_trial(
                 result.history, base_history, title=f"{label}: learning curves"
             ),
             "confusion_matrix.png": plots.confusion_figure(
-                np.asarray(result.confusion), title=f"{label}: test-set confusion matrix"
+                np.asarray(result.confusion),
+                classes=classes,
+                title=f"{label}: test-set confusion matrix",
             ),
         }
         for name, figure in figures.items():

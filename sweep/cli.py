@@ -31,6 +31,7 @@ __all__ = [
     "Parser",
     "add_artifacts_option",
     "add_existing_study_options",
+    "add_storage_option",
     "add_study_options",
     "artifact_store",
     "check_environment",
@@ -126,39 +127,52 @@ def add_artifacts_option(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         default=None,
-        help="artifact folder: figures, notes' files and kept models (default: "
+        help="artifact folder: the trials' figures and kept models (default: "
         "$SWEEP_ARTIFACTS, else beside the SQLite file: sweep.db -> sweep-artifacts/)",
     )
 
 
-def add_existing_study_options(p: argparse.ArgumentParser) -> None:
-    """The options of the tools that read a study the launcher made."""
-    p.add_argument("--study", required=True, metavar="NAME", help="the study's name in the storage")
+def add_storage_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         default=None,
         metavar="URL",
         help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db)",
     )
-    add_artifacts_option(p)
+
+
+def add_existing_study_options(p: argparse.ArgumentParser, *, artifacts: bool = False) -> None:
+    """The options of the tools that read a study the launcher made."""
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name in the storage")
+    add_storage_option(p)
+    if artifacts:
+        add_artifacts_option(p)
 
 
 def open_existing(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     """The study ``args.study`` in ``args.storage`` and the storage URL; creates nothing.
 
     Raises:
-        UserError: a bad URL, a server that does not answer, or no such study.
+        UserError: a bad URL, a server that does not answer, no such study, or a study that
+            ``sweep.launch`` did not make; all found before the storage is opened for writing.
     """
     import optuna
 
     from sweep.storage import check_url, default_url, open_storage, peek_study_attrs, redact
+    from sweep.study import SPEC_ATTR
 
     url = args.storage or default_url()
     check_url(url)
-    if peek_study_attrs(url, args.study) is None:
+    attrs = peek_study_attrs(url, args.study, system=True)
+    if attrs is None:
         raise UserError(
             f"no study {args.study!r} in {redact(url)}; run python -m sweep.launch --study "
             f"{args.study} first, or pass --storage URL"
+        )
+    if SPEC_ATTR not in attrs:
+        raise UserError(
+            f"study {args.study!r} in {redact(url)} was not created by sweep.launch (it has no "
+            "study file recorded); run it with python -m sweep.launch first"
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=args.study, storage=open_storage(url)), url

@@ -25,12 +25,7 @@ def parser() -> argparse.ArgumentParser:
         description="Serve optuna-dashboard over the study storage and its artifact folder: "
         "every trial against the baseline, with its learning curves, confusion matrix and note.",
     )
-    p.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db)",
-    )
+    cli.add_storage_option(p)
     cli.add_artifacts_option(p)
     p.add_argument(
         "--host",

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
         description="Write the best trial's model (or trial N's) to a .keras file, ready for "
         "keras.models.load_model.",
     )
-    cli.add_existing_study_options(p)
+    cli.add_existing_study_options(p, artifacts=True)
     p.add_argument(
         "--trial",
         type=int,

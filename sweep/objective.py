@@ -214,16 +214,22 @@ class Objective:
         base = self._record(trial, result)
         if self.artifacts is not None:
             from sweep.artifacts import publish_trial
+            from sweep.plots import CIFAR10_CLASSES
 
-            publish_trial(
-                trial,
-                self.artifacts,
-                params=asdict(params),
-                result=result,
-                model=model,
-                baseline=base,
-                keep=self.spec.keep_models,
-            )
+            try:
+                publish_trial(
+                    trial,
+                    self.artifacts,
+                    params=asdict(params),
+                    result=result,
+                    model=model,
+                    baseline=base,
+                    keep=self.spec.keep_models,
+                    classes=CIFAR10_CLASSES if self.spec.dataset == "cifar10" else (),
+                )
+            except OSError as exc:  # a full or vanished artifact folder costs files, not the trial
+                log.warning("trial %d: could not write its artifacts: %s", trial.number, exc)
+                trial.set_user_attr("artifacts_error", str(exc))
         return result.val_accuracy
 
     def _record(self, trial: optuna.Trial, result: Scores) -> optuna.trial.FrozenTrial | None:

@@ -57,8 +57,9 @@ def learning_curves(
     """Accuracy and loss per epoch, train and validation; the baseline's validation curves
     dashed beside them."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
         for key, label, style in (
             (metric, "train", {"color": "tab:blue"}),
@@ -70,6 +71,7 @@ def learning_curves(
         if base:
             ax.plot(range(1, len(base) + 1), base, label="baseline validation", **BASELINE_STYLE)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -77,13 +79,13 @@ def learning_curves(
     return fig
 
 
-def confusion_figure(matrix: np.ndarray, *, title: str) -> Figure:
+def confusion_figure(matrix: np.ndarray, *, classes: tuple[str, ...], title: str) -> Figure:
     """Counts of true (rows) against predicted (columns) classes, each cell annotated."""
     from matplotlib.figure import Figure
 
     n = len(matrix)
-    names = CIFAR10_CLASSES if n == len(CIFAR10_CLASSES) else tuple(map(str, range(n)))
-    fig = Figure(figsize=(6.4, 5.6))
+    names = classes if len(classes) == n else tuple(f"class {i}" for i in range(n))
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)

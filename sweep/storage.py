@@ -353,9 +353,9 @@ def storage_exists(url: str) -> bool:
     return bool(database) and database != ":memory:" and Path(database).expanduser().is_file()
 
 
-def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
-    """Study ``name``'s user attrs, read without creating or changing anything; None if the
-    storage or the study does not exist yet."""
+def peek_study_attrs(url: str, name: str, *, system: bool = False) -> dict[str, Any] | None:
+    """Study ``name``'s user attrs (its system attrs with ``system``), read without creating
+    or changing anything; None if the storage or the study does not exist yet."""
     import optuna
     import sqlalchemy
 
@@ -372,7 +372,10 @@ def peek_study_attrs(url: str, name: str) -> dict[str, Any] | None:
                 skip_compatibility_check=True,
                 skip_table_creation=True,
             )
-        return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+        study_id = storage.get_study_id_from_name(name)
+        if system:
+            return storage.get_study_system_attrs(study_id)
+        return storage.get_study_user_attrs(study_id)
     except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
         return None  # no such study, or no tables yet (a new database)
     finally:

@@ -272,3 +272,66 @@ def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: st
             cwd=tmp_path, env={name: value},
         )  # fmt: skip
         _refused(result, f"${name}={value!r}")
+
+
+# --------------------------------------------------------------------------- the study tools
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("sweep.report", "--study", "nope", "--out", "rep"), ("no study 'nope'", "--storage")),
+        (("sweep.report", "--study", STUDY, "--out", "rep"), ("not created by sweep.launch",)),
+        (("sweep.verify", "--study", STUDY), ("not created by sweep.launch",)),
+        (("sweep.verify", "--study", STUDY, "--repeats", "1"), ("--repeats", "at least 2")),
+        (("sweep.verify", "--study", STUDY, "--alpha", "2"), ("--alpha", "probability")),
+        (("sweep.export", "--study", STUDY, "--out", "m.h5"), ("must end in .keras",)),
+        (("sweep.export", "--study", "nope", "--out", "m.keras"), ("no study 'nope'",)),
+        (("sweep.export", "--study", STUDY, "--out", "no/m.keras"), ("does not exist",)),
+        (("sweep.dashboard", "--port", "70000"), ("--port 70000", "1-65535")),
+        (("sweep.dashboard", "--artifacts", "missing"), ("artifact folder missing",)),
+    ],
+)
+def test_the_study_tools_refuse_bad_input(tmp_path: Path, storage, args, needles) -> None:
+    url, _ = storage
+    result = run_cli(*args, "--storage", url, cwd=tmp_path)
+    _refused(result, *needles)
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "m.keras").exists()
+
+
+def test_the_study_tools_refuse_a_storage_that_does_not_exist(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    for args in (
+        ("sweep.dashboard",),
+        ("sweep.report", "--study", STUDY, "--out", "rep"),
+        ("sweep.export", "--study", STUDY, "--out", "m.keras"),
+    ):
+        _refused(run_cli(*args, "--storage", missing, cwd=tmp_path), "none.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_dashboard_warns_when_it_listens_on_every_address(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    optuna.create_study(study_name=STUDY, storage=url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.dashboard", "--storage", url, "--host", "0.0.0.0",
+         "--port", str(port), "--artifacts", str(tmp_path)],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        warning = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert warning.startswith("WARNING") and "every address (0.0.0.0)" in warning
+    assert "can delete studies" in warning

@@ -68,9 +68,25 @@ def test_workers_reserve_nvidia_gpus_the_compose_way(compose) -> None:
 
 
 def test_the_dashboard_listens_on_loopback(compose) -> None:
+    from sweep import dashboard
+
     dash = compose["services"]["dashboard"]
     assert all(p.startswith("127.0.0.1:") for p in dash["ports"])
-    assert "os.environ['SWEEP_STORAGE']" in " ".join(dash["command"])
+    assert dash["command"][:3] == ["python", "-m", "sweep.dashboard"]
+    args = dashboard.parser().parse_args(dash["command"][3:])
+    assert (args.port, args.storage) == (8080, None)  # the URL comes from $SWEEP_STORAGE
+    assert dash["environment"]["SWEEP_STORAGE"] == compose["x-storage"]["SWEEP_STORAGE"]
+
+
+def test_workers_and_the_dashboard_share_the_artifact_folder(compose) -> None:
+    services = compose["services"]
+    for name in ("worker", "dashboard"):
+        assert services[name]["environment"]["SWEEP_ARTIFACTS"] == "/artifacts"
+        (mount,) = [v for v in services[name]["volumes"] if v.endswith(":/artifacts")]
+        assert interpolate(mount, {}) == "artifacts:/artifacts"  # the named volume
+        # Several hosts: one shared folder, mounted on each.
+        assert interpolate(mount, {"SWEEP_ARTIFACTS_DIR": "/nfs/a"}) == "/nfs/a:/artifacts"
+    assert "artifacts" in compose["volumes"]
 
 
 def test_no_credentials_are_committed(compose) -> None:

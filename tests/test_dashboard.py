@@ -304,3 +304,20 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_confidence_intervals_and_welch_match_the_textbook() -> None:
+    from sweep.verify import compare, estimate, repeat_seed
+
+    # n = 4, mean 0.5, s = sqrt(0.02 / 3) = 0.08165, t(0.975, 3) = 3.1824: half-width 0.1299.
+    est = estimate([0.4, 0.5, 0.6, 0.5])
+    assert (est.n, est.mean) == (4, pytest.approx(0.5))
+    assert est.half_width == pytest.approx(3.182446 * 0.0816497 / 2, rel=1e-5)
+    assert estimate([0.7]).show() == "70.00%"  # one run: no interval
+    # Equal variances 0.01, n = 3 each: t = 0.2 / sqrt(2 * 0.01 / 3) = 2.449, Welch's df = 4,
+    # two-sided p = 0.0705.
+    assert compare([0.6, 0.7, 0.8], [0.5, 0.6, 0.4]) == pytest.approx(0.070484, rel=1e-4)
+    assert compare([0.9, 0.9], [0.5, 0.5]) == 0.0  # no spread, different means
+    assert compare([0.6], [0.5, 0.5]) != compare([0.6], [0.5, 0.5])  # NaN: too few runs
+    seeds = {repeat_seed(0, n, r) for n in range(5) for r in range(5)}
+    assert len(seeds) == 25 and all(0 <= s < 2**32 for s in seeds)

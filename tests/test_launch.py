@@ -194,10 +194,10 @@ def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Pa
 def test_the_readme_shows_each_clis_help(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import REPO
 
-    from sweep import launch, worker
+    from sweep import dashboard, export, launch, report, verify, worker
 
     monkeypatch.setenv("COLUMNS", "100")
     readme = (REPO / "README.md").read_text()
-    for module in (launch, worker):
+    for module in (launch, worker, dashboard, report, verify, export):
         help_text = module.parser().format_help().strip()
         assert help_text in readme, f"paste `python -m {module.__name__} --help` into README.md"

@@ -20,6 +20,7 @@ def test_scores_match_a_hand_computed_confusion_matrix() -> None:
     assert got["recall"] == pytest.approx((1.0 + 2 / 3) / 2)
     expected_loss = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
     assert got["loss"] == pytest.approx(expected_loss)
+    assert got["confusion"] == [[1, 0], [1, 2]]  # true class by predicted class
 
 
 @pytest.mark.slow
@@ -43,3 +44,28 @@ def test_training_is_reproducible_with_the_same_seed() -> None:
     runs = [train(params, splits, spec=spec, seed=7)[1] for _ in range(2)]
     assert runs[0].val_accuracy == runs[1].val_accuracy
     assert runs[0].test_loss == pytest.approx(runs[1].test_loss)
+
+
+def test_a_trial_whose_artifacts_cannot_be_written_still_completes(tmp_path) -> None:
+    import shutil
+
+    import optuna
+
+    from sweep.artifacts import open_store
+    from sweep.config import loads_study
+    from sweep.objective import Objective
+    from sweep.storage import open_storage
+
+    spec = loads_study("[space]\nfamily = 'twoconv'\nepochs = 1\n", name="tiny", source="test")
+    study = optuna.create_study(
+        study_name="tiny", storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"),
+        direction="maximize",
+    )  # fmt: skip
+    store = open_store(tmp_path / "artifacts")
+    shutil.rmtree(tmp_path / "artifacts")  # the folder vanished (an unmounted share, say)
+    objective = Objective(spec, data.load("synthetic", subset=100), artifacts=store)
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert "artifacts" in trial.user_attrs["artifacts_error"]
+    assert trial.user_attrs["test_accuracy"] >= 0

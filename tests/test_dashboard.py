@@ -44,6 +44,9 @@ batch_size = 32
 epochs = 2
 """
 
+# One process runs this module, so the study below is trained once.
+pytestmark = pytest.mark.xdist_group("dashboard")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -259,6 +262,11 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
             time.sleep(0.2)
         study = _study(finished)
         base = next(t for t in study.trials if t.user_attrs["is_baseline"])
+        (curves,) = [
+            m.artifact_id
+            for m in optuna.artifacts.get_all_artifact_meta(base, storage=study._storage)
+            if m.filename == "learning_curves.png"
+        ]
         url = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -284,7 +292,7 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
 
             page.goto(f"{url}/trials?numbers={base.number}")
             page.get_by_text(f"Trial {base.number} — the baseline").wait_for()
-            image = page.locator("img[src*='/artifacts/']").first
+            image = page.locator(f"img[src$='/{curves}']")  # the learning curves' artifact
             image.wait_for()
             page.wait_for_function(  # the browser fetched and decoded it
                 "el => el.complete && el.naturalWidth > 0", arg=image.element_handle()

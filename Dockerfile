@@ -13,8 +13,9 @@ COPY sweep ./sweep
 COPY studies ./studies
 RUN pip install '.[gpu]'
 
-# Runs as an unprivileged user; studies/ and the data volume are read-only to it.
-RUN useradd --create-home --uid 1000 sweep
+# Runs as an unprivileged user; studies/ and the data volume are read-only to it. It owns
+# /artifacts, so a new named volume mounted there (docker-compose.yml) is writable.
+RUN useradd --create-home --uid 1000 sweep && mkdir /artifacts && chown sweep /artifacts
 USER sweep
 
 CMD ["python", "-m", "sweep.worker", "--help"]

@@ -87,6 +87,9 @@ def test_workers_and_the_dashboard_share_the_artifact_folder(compose) -> None:
         # Several hosts: one shared folder, mounted on each.
         assert interpolate(mount, {"SWEEP_ARTIFACTS_DIR": "/nfs/a"}) == "/nfs/a:/artifacts"
     assert "artifacts" in compose["volumes"]
+    # A new named volume takes the image folder's owner: the unprivileged user must own it.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "chown sweep /artifacts" in dockerfile and "USER sweep" in dockerfile
 
 
 def test_no_credentials_are_committed(compose) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import pickle
 import tarfile
@@ -30,7 +31,6 @@ from sweep.config import Augmentation
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
-    import keras
     import tensorflow as tf
 
 __all__ = [
@@ -345,32 +345,77 @@ def load(
 # --------------------------------------------------------------------------- pipeline
 
 
-def augmenter(aug: Augmentation, strength: float, *, seed: int) -> keras.Sequential | None:
-    """Keras preprocessing layers for ``strength`` in [0, 1] times the study's ranges."""
+@dataclass(frozen=True)
+class Augmenter:
+    """Random flips and one affine warp per image (rotation, shift, zoom and shear together),
+    drawn with stateless random ops from a per-batch seed.
+
+    The seeds' ImageDataGenerator, and Keras's preprocessing layers, warp an image once per
+    kind of transform; this warps it once in all, so an augmented epoch costs a fraction of
+    theirs. Stateless draws keyed by the batch's own seed make the pipeline parallel and still
+    reproducible: the same trial seed gives the same augmented batches.
+    """
+
+    rotation: float  # radians, drawn from [-rotation, rotation]
+    shift: float  # fraction of the side, drawn from [-shift, shift] on each axis
+    zoom: float  # scale drawn from [1 - zoom, 1 + zoom]
+    shear: float  # shear factor drawn from [-shear, shear]
+    flip: bool  # horizontal flip with probability 1/2
+
+    def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Augment a float batch ``(n, h, w, c)``; ``seed`` is a shape-(2,) int tensor."""
+        import tensorflow as tf
+
+        n = tf.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        keys = tf.random.experimental.stateless_split(seed, 6)
+
+        def uniform(i: int, bound: float) -> tf.Tensor:
+            return tf.random.stateless_uniform([n], keys[i], -bound, bound)
+
+        if self.flip:
+            flipped = tf.random.stateless_uniform([n], keys[0]) < 0.5
+            images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        angle, shear = uniform(1, self.rotation), uniform(2, self.shear)
+        scale = 1.0 + uniform(3, self.zoom)
+        tx, ty = uniform(4, self.shift) * width, uniform(5, self.shift) * height
+        # Output pixel p samples input pixel c + M (p - c) - t: M rotates, shears and scales.
+        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+        m00, m01 = cos, cos * shear - sin
+        m10, m11 = sin, sin * shear + cos
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        zeros = tf.zeros([n])
+        transforms = tf.stack(
+            [
+                m00, m01, cx - m00 * cx - m01 * cy - tx,
+                m10, m11, cy - m10 * cx - m11 * cy - ty,
+                zeros, zeros,
+            ],
+            axis=1,
+        )  # fmt: skip
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=transforms,
+            output_shape=tf.constant([height, width], tf.int32),
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="NEAREST",
+        )
+
+
+def augmenter(aug: Augmentation, strength: float, *, seed: int = 0) -> Augmenter | None:
+    """The augmentation of ``strength`` in [0, 1] times the study's ranges; None for 0."""
     if strength <= 0:
         return None
-    import keras
-
-    layers: list[keras.Layer] = []
-    if aug.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation > 0:
-        # RandomRotation's factor is a fraction of a full turn.
-        layers.append(
-            keras.layers.RandomRotation(
-                strength * aug.rotation / 360, fill_mode="nearest", seed=seed
-            )
-        )
-    if aug.shift > 0:
-        s = strength * aug.shift
-        layers.append(keras.layers.RandomTranslation(s, s, fill_mode="nearest", seed=seed))
-    if aug.zoom > 0:
-        z = strength * aug.zoom
-        layers.append(keras.layers.RandomZoom(z, z, fill_mode="nearest", seed=seed))
-    if aug.shear > 0:
-        s = strength * aug.shear
-        layers.append(keras.layers.RandomShear(s, s, fill_mode="nearest", seed=seed))
-    return keras.Sequential(layers, name="augmentation") if layers else None
+    augmenter = Augmenter(
+        rotation=math.radians(strength * aug.rotation),
+        shift=strength * aug.shift,
+        zoom=strength * aug.zoom,
+        shear=strength * aug.shear,
+        flip=aug.flip,
+    )
+    nothing = not (augmenter.rotation or augmenter.shift or augmenter.zoom or augmenter.shear)
+    return None if nothing and not augmenter.flip else augmenter
 
 
 def _scale(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -385,18 +430,28 @@ def train_dataset(
     *,
     batch_size: int,
     seed: int,
-    augment: keras.Sequential | None = None,
+    augment: Augmenter | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled, batched, scaled (and augmented) training batches, prefetched."""
+    """Shuffled, batched, scaled (and augmented) training batches, prefetched.
+
+    The images stay uint8 until a batch is taken: they are cast, scaled and augmented batch by
+    batch, in parallel, ahead of the model.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        # Sequential on purpose: the layers draw from one seed generator, and parallel calls
-        # would take its draws in a racing order, making runs irreproducible.
-        ds = ds.map(lambda images, labels: (augment(images, training=True), labels))
+    if augment is None:
+        ds = ds.map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        # Each batch draws its own seed pair, new every epoch and the same for the same trial
+        # seed: parallel calls cannot change what a batch gets.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, key: (augment(_scale(*batch)[0], key), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -111,13 +111,15 @@ def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyF
 
     figure = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
     if baseline_value is not None:
-        figure.add_hline(
-            y=baseline_value,
-            line_dash="dash",
-            line_color="gray",
-            annotation_text=f"baseline {100 * baseline_value:.2f}%",
-            annotation_position="bottom right",
-        )
+        # A shape and an annotation, not add_hline: that costs Plotly 60 ms a call.
+        figure.add_shape(
+            type="line", xref="paper", x0=0, x1=1, y0=baseline_value, y1=baseline_value,
+            line={"dash": "dash", "color": "gray"},
+        )  # fmt: skip
+        figure.add_annotation(
+            xref="paper", x=1, y=baseline_value, xanchor="right", yanchor="top",
+            text=f"baseline {100 * baseline_value:.2f}%", showarrow=False,
+        )  # fmt: skip
     figure.update_layout(title="Validation accuracy of every trial against the baseline")
     return figure
 

@@ -256,6 +256,7 @@ def _plots(study: optuna.Study, out: Path, *, grid: bool) -> tuple[list[str], li
     matplotlib.use("Agg")  # optuna.visualization.matplotlib draws through pyplot
     import optuna
     from matplotlib import pyplot as plt
+    from optuna.importance import PedAnovaImportanceEvaluator
 
     from sweep import plots
     from sweep.objective import baseline_trial
@@ -275,10 +276,14 @@ def _plots(study: optuna.Study, out: Path, *, grid: bool) -> tuple[list[str], li
         return ax.figure, plots.history_figure(study, base_value)
 
     def importances() -> tuple[Any, Any]:
+        # PED-ANOVA, as optuna-dashboard uses: fANOVA would need scikit-learn.
         vis, mpl = optuna.visualization, optuna.visualization.matplotlib
+        evaluator = PedAnovaImportanceEvaluator()
         return (
-            mpl.plot_param_importances(study, target_name="val accuracy").figure,
-            vis.plot_param_importances(study, target_name="val accuracy"),
+            mpl.plot_param_importances(
+                study, evaluator=evaluator, target_name="val accuracy"
+            ).figure,
+            vis.plot_param_importances(study, evaluator=evaluator, target_name="val accuracy"),
         )
 
     def parallel() -> tuple[Any, Any]:

@@ -120,14 +120,12 @@ def test_pipeline_scales_to_unit_range_and_prefetches() -> None:
     assert "Prefetch" in type(ds).__name__
 
 
-def test_augmentation_strength_scales_the_layers() -> None:
+def test_augmentation_strength_scales_the_ranges() -> None:
     assert data.augmenter(Augmentation(), 0.0, seed=0) is None
     half = data.augmenter(Augmentation(rotation=20, shift=0.2, zoom=0.2), 0.5, seed=0)
     assert half is not None
-    by_name = {type(layer).__name__: layer for layer in half.layers}
-    assert by_name["RandomRotation"].factor == pytest.approx((-10 / 360, 10 / 360))
-    assert by_name["RandomTranslation"].height_factor == pytest.approx(0.1)
-    assert "RandomFlip" in by_name
+    assert half.rotation == pytest.approx(np.radians(10))
+    assert (half.shift, half.zoom, half.shear, half.flip) == pytest.approx((0.1, 0.1, 0, True))
 
     x, y, _, _ = data.synthetic(32, 10, seed=0)
     plain = next(iter(data.train_dataset(x, y, batch_size=32, seed=1)))[0].numpy()
@@ -136,6 +134,34 @@ def test_augmentation_strength_scales_the_layers() -> None:
 
 
 def test_exp4_augmentation_has_no_zoom() -> None:
-    layers = data.augmenter(Augmentation(rotation=15, shift=0.1, zoom=0.0), 1.0, seed=0)
-    names = [type(layer).__name__ for layer in layers.layers]
-    assert names == ["RandomFlip", "RandomRotation", "RandomTranslation"]
+    exp4 = data.augmenter(Augmentation(rotation=15, shift=0.1, zoom=0.0), 1.0, seed=0)
+    assert (exp4.zoom, exp4.shear) == (0.0, 0.0)
+    assert exp4.rotation == pytest.approx(np.radians(15)) and exp4.shift == 0.1
+
+
+def test_a_flip_only_augmenter_mirrors_about_half_the_images_exactly() -> None:
+    import tensorflow as tf
+
+    x, _, _, _ = data.synthetic(64, 10, seed=0)
+    images = tf.constant(x, tf.float32) / 255
+    flip = data.Augmenter(rotation=0, shift=0, zoom=0, shear=0, flip=True)
+    out = flip(images, tf.constant([1, 2], tf.int64)).numpy()
+    same = [np.array_equal(o, i) for o, i in zip(out, images.numpy(), strict=True)]
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images.numpy(), strict=True)]
+    assert all(a != b for a, b in zip(same, mirrored, strict=True))  # each one or the other
+    assert 16 <= sum(mirrored) <= 48
+
+
+def test_augmented_batches_are_reproducible_and_new_each_epoch() -> None:
+    x, y, _, _ = data.synthetic(64, 10, seed=0)
+    aug = data.augmenter(Augmentation(rotation=20, shift=0.2, zoom=0.2), 1.0)
+
+    def epochs(seed: int) -> list[np.ndarray]:
+        ds = data.train_dataset(x, y, batch_size=64, seed=seed, augment=aug)
+        return [np.sort(next(iter(ds))[0].numpy().reshape(64, -1), axis=0) for _ in range(2)]
+
+    first, again, other = epochs(5), epochs(5), epochs(6)
+    np.testing.assert_array_equal(first[0], again[0])  # the same seed, the same batches
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.allclose(first[0], first[1])  # a new epoch, new transforms
+    assert not np.allclose(first[0], other[0])

@@ -44,6 +44,7 @@ __all__ = [
     "open_existing",
     "open_run",
     "positive",
+    "run_main",
     "setup_logging",
     "stopping",
     "study_argv",
@@ -351,6 +352,21 @@ def check_environment() -> None:
     level = os.environ.get("SWEEP_LOG_LEVEL", "")
     if level and not isinstance(logging.getLevelName(level.upper()), int):
         raise UserError(f"$SWEEP_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    main: Callable[[argparse.Namespace], int],
+    argv: list[str] | None,
+    *,
+    label: str = "",
+) -> int:
+    """What every ``python -m sweep.X`` does: parse, set up logging, turn SIGINT and SIGTERM
+    into KeyboardInterrupt, and run ``main`` under :func:`main_wrapper`."""
+    args = parser.parse_args(argv)
+    setup_logging(label)
+    interrupt_on_signals()
+    return main_wrapper(lambda: main(args))
 
 
 def main_wrapper(main: Callable[[], int]) -> int:

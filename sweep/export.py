@@ -82,9 +82,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.main_wrapper(lambda: _main(args))
+    return cli.run_main(parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -309,10 +309,7 @@ def _run_here(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    cli.interrupt_on_signals()
-    return cli.main_wrapper(lambda: _main(args))
+    return cli.run_main(parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -378,21 +378,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _main(args: argparse.Namespace) -> int:
+    from sweep import cli
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder")
+    study, _ = cli.open_existing(args)
+    for path in write_report(study, args.out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from sweep import cli
 
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-
-    def run() -> int:
-        if args.out.exists() and not args.out.is_dir():
-            raise UserError(f"--out {args.out} is a file; give a folder")
-        study, _ = cli.open_existing(args)
-        for path in write_report(study, args.out):
-            print(path)
-        return 0
-
-    return cli.main_wrapper(run)
+    return cli.run_main(parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -323,10 +323,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    cli.setup_logging()
-    cli.interrupt_on_signals()
-    return cli.main_wrapper(lambda: _main(args))
+    return cli.run_main(parser(), _main, argv)
 
 
 if __name__ == "__main__":

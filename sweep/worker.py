@@ -285,10 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from sweep import cli
 
-    args = parser().parse_args(argv)
-    cli.setup_logging(os.environ.get("SWEEP_WORKER_LABEL", ""))
-    cli.interrupt_on_signals()
-    return cli.main_wrapper(lambda: _main(args))
+    return cli.run_main(parser(), _main, argv, label=os.environ.get("SWEEP_WORKER_LABEL", ""))
 
 
 if __name__ == "__main__":

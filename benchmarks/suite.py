@@ -7,6 +7,7 @@ of what a thing costs, and interleaving puts a slow spell on both sides.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,25 +260,34 @@ name = "random"
 """
 
 
+@contextlib.contextmanager
+def _launcher(
+    n: int, epochs: int, flag: list[str], extra: list[str], env: dict[str, str] | None = None
+) -> Iterator[Callable[[int], float]]:
+    """A timer of ``sweep.launch`` on the identical-cost study of ``n`` trials: called with
+    ``k``, it runs the study with ``flag k`` on a fresh SQLite file and returns the seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "w.toml").write_text(_WORKERS_STUDY.format(n=n, epochs=epochs))
+        runs = iter(range(1_000_000))
+
+        def run(k: int) -> float:
+            db = work / f"w{next(runs)}.db"
+            argv = [sys.executable, "-m", "sweep.launch", "--study", "w.toml", *flag, str(k)]
+            argv += ["--quiet", "--storage", f"sqlite:///{db}", *extra]
+            return _timed(argv, work, env=env)
+
+        yield run
+
+
 def workers(quick: bool) -> Result:
     """Finished trials per minute of ``python -m sweep.launch --workers 2`` vs ``--workers 1``
     on this machine: a study of trials that all cost the same (Exp 1's network, batch 64, a
     random learning rate, no pruning), 6 trials of 2 epochs on 2,000 images with --quick,
     else 10 of 3 on 5,000; a fresh SQLite file each; wall time of the whole command."""
-    py = sys.executable
     n, epochs = (6, 2) if quick else (10, 3)
     subset = ["--subset", "2000"] if quick else []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "w.toml").write_text(_WORKERS_STUDY.format(n=n, epochs=epochs))
-        runs = {"n": 0}
-
-        def run(k: int) -> float:
-            runs["n"] += 1
-            db = work / f"w{runs['n']}.db"
-            argv = [py, "-m", "sweep.launch", "--study", "w.toml", "--workers", str(k)]
-            return _timed([*argv, "--quiet", "--storage", f"sqlite:///{db}", *subset], work)
-
+    with _launcher(n, epochs, ["--workers"], subset) as run:
         one, two = _interleaved(lambda: run(1), lambda: run(2), rounds=1 if quick else 2)
     return Result(
         "workers",
@@ -297,20 +307,9 @@ def gpu_packing(quick: bool) -> Result:
 
     if not visible_gpus():
         return Result("gpu_packing", None, 1.0, higher_is_better=True, details="no GPU")
-    py = sys.executable
     n = 8 if quick else 16
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "w.toml").write_text(_WORKERS_STUDY.format(n=n, epochs=3))
-        runs = {"n": 0}
-
-        def run(k: int) -> float:
-            runs["n"] += 1
-            db = work / f"g{runs['n']}.db"
-            argv = [py, "-m", "sweep.launch", "--study", "w.toml", "--gpus", "0"]
-            argv += ["--trials-per-gpu", str(k), "--quiet", "--storage", f"sqlite:///{db}"]
-            return _timed(argv, work, env={"CUDA_VISIBLE_DEVICES": "0"})
-
+    gpu = {"CUDA_VISIBLE_DEVICES": "0"}
+    with _launcher(n, 3, ["--gpus", "0", "--trials-per-gpu"], [], env=gpu) as run:
         one, four = _interleaved(lambda: run(1), lambda: run(4), rounds=1)
     return Result(
         "gpu_packing",

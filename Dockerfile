@@ -4,8 +4,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    TF_CPP_MIN_LOG_LEVEL=3
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -18,4 +17,4 @@ RUN pip install '.[gpu]'
 RUN useradd --create-home --uid 1000 sweep && mkdir /artifacts && chown sweep /artifacts
 USER sweep
 
-CMD ["python", "-m", "sweep.worker", "--help"]
+CMD ["sweep", "--help"]

@@ -1,4 +1,4 @@
-"""The seeds' way, for :func:`benchmarks.suite.overhead`: train a list of trials one after
+"""The reports' way, for :func:`benchmarks.suite.overhead`: train a list of trials one after
 another in one process with ``model.fit`` on the scaled arrays, nothing else.
 
 ``python -m benchmarks.plain --trials trials.json [--subset N]``; each trial is

@@ -108,14 +108,14 @@ _AUGMENT_CACHE: dict[bool, dict[str, float]] = {}
 
 def _augment_epochs(quick: bool) -> dict[str, float]:
     """Median seconds of one Exp 4 training epoch three ways, measured once for both
-    augmentation benchmarks: batchnorm family, batch 64, the seeds' Exp 4 augmentation
+    augmentation benchmarks: batchnorm family, batch 64, the reports' Exp 4 augmentation
     (rotation 15 degrees, shifts 0.1, horizontal flip), synthetic images."""
     if quick in _AUGMENT_CACHE:
         return _AUGMENT_CACHE[quick]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
-    from tensorflow.keras.preprocessing.image import ImageDataGenerator  # as the seeds did
+    from tensorflow.keras.preprocessing.image import ImageDataGenerator  # as the reports did
 
     from sweep import data, models
     from sweep.config import Augmentation, Params
@@ -124,14 +124,14 @@ def _augment_epochs(quick: bool) -> dict[str, float]:
     x, y, _, _ = data.synthetic(n, 10, seed=0)
     params = Params(family="batchnorm", batch_size=64, learning_rate=1e-3, epochs=1)
     ours = data.augmenter(Augmentation(rotation=15, shift=0.1, zoom=0.0, flip=True), 1.0)
-    seed_generator = ImageDataGenerator(
+    legacy_generator = ImageDataGenerator(
         rotation_range=15, width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True
     )
-    scaled = x.astype(np.float32) / 255  # the seeds fed scaled float arrays
+    scaled = x.astype(np.float32) / 255  # the reports fed scaled float arrays
     feeds: dict[str, Callable[[], Any]] = {
         "none": lambda: data.train_dataset(x, y, batch_size=64, seed=0),
         "service": lambda: data.train_dataset(x, y, batch_size=64, seed=0, augment=ours),
-        "seed": lambda: seed_generator.flow(scaled, y, batch_size=64, seed=0),
+        "legacy": lambda: legacy_generator.flow(scaled, y, batch_size=64, seed=0),
     }
     model = {}
     for name, feed in feeds.items():  # one model each, traced by a first epoch
@@ -150,7 +150,7 @@ def _augment_epochs(quick: bool) -> dict[str, float]:
 
 
 def augment(quick: bool) -> Result:
-    """One Exp 4 training epoch with the seeds' augmentation through the service's input
+    """One Exp 4 training epoch with the reports' augmentation through the service's input
     pipeline (uint8 held once, cast, scaled and warped per batch in parallel tf.data calls)
     vs the same epoch without augmentation; same model, batch size and images (4,000 with
     --quick, else 10,000); the fastest of 3 (else 5) interleaved epochs after a first, traced
@@ -166,17 +166,17 @@ def augment(quick: bool) -> Result:
     )
 
 
-def augment_vs_seed(quick: bool) -> Result:
-    """The same augmented Exp 4 epoch through the service's pipeline vs the seeds' own
+def augment_vs_legacy(quick: bool) -> Result:
+    """The same augmented Exp 4 epoch through the service's pipeline vs the reports' own
     ``ImageDataGenerator(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1,
     horizontal_flip=True).flow(x, y, batch_size=64)`` on the scaled float images."""
     t = _augment_epochs(quick)
     return Result(
-        "augment_vs_seed",
-        t["service"] / t["seed"],
+        "augment_vs_legacy",
+        t["service"] / t["legacy"],
         0.55,
-        details=f"service {t['service']:.2f} s, ImageDataGenerator {t['seed']:.2f} s per epoch; "
-        f"with augmentation free it would be {t['none'] / t['seed']:.3f}",
+        details=f"service {t['service']:.2f} s, ImageDataGenerator {t['legacy']:.2f} s per epoch; "
+        f"with augmentation free it would be {t['none'] / t['legacy']:.3f}",
         data=t,
     )
 
@@ -188,13 +188,14 @@ def _trials(db: Path, name: str) -> list[dict[str, Any]]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    from dataclasses import asdict
+
+    from sweep import records
+
     return [
-        {
-            "params": t.user_attrs["params"],
-            "seed": t.user_attrs["seed"],
-            "epochs": t.user_attrs["epochs_run"],
-        }
-        for t in study.trials
+        {"params": asdict(r.params), "seed": r.seed, "epochs": r.epochs_run}
+        for r in records.read_all(study)
+        if r.params is not None
     ]
 
 
@@ -202,7 +203,7 @@ def overhead(quick: bool) -> Result:
     """The quick start's trials through ``python -m sweep.launch --study quickstart`` (a
     fresh SQLite file, artifacts, notes and all) vs the same trainings (same parameters,
     data, seeds, and epochs: a pruned trial's ``epochs_run``) in a plain Keras loop in one
-    process, ``model.fit`` on the scaled arrays as the seeds did (:mod:`benchmarks.plain`).
+    process, ``model.fit`` on the scaled arrays as the reports did (:mod:`benchmarks.plain`).
     Both are fresh processes timed whole, TensorFlow's import and the data included; with
     --quick on 2,000 images, else the quick start's 5,000; fastest of 1 (else 2) pairs."""
     py = sys.executable
@@ -337,30 +338,35 @@ def search(quick: bool) -> Result:
 
     import optuna
 
-    from sweep import data
+    from sweep import data, records
     from sweep import study as studies
     from sweep.config import load_study
-    from sweep.objective import Objective
+    from sweep.loop import run_trials
+    from sweep.run import RunOptions
+    from sweep.stop import StopEvent
     from sweep.storage import open_storage
-    from sweep.worker import run_trials
+    from sweep.trial import Objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # each trial retraces, by design
     splits = data.load("synthetic", seed=0, subset=600 if quick else None)
+    stop = StopEvent()
     with tempfile.TemporaryDirectory() as tmp:
-        storage = open_storage(f"sqlite:///{Path(tmp) / 'search.db'}")
+        url = f"sqlite:///{Path(tmp) / 'search.db'}"
+        storage = open_storage(url)
 
         def opened(spec: Any, name: str, budget: int, worker: int | None) -> optuna.Study:
-            return studies.open_study(
-                spec, storage=storage, name=name, fingerprint={}, budget=budget,
-                max_epochs=studies.max_epochs(spec, None), worker=worker,
-            )  # fmt: skip
+            run = RunOptions(study_name=name, url=url, spec=spec, budget=budget)
+            return studies.open_study(run, storage=storage, worker=worker)
+
+        def run(study: optuna.Study, objective: Objective, budget: int) -> None:
+            run_trials(study, objective, storage=storage, budget=budget, stop=stop)
 
         grid_spec = replace(load_study("exp3"), dataset="synthetic")
         grid = opened(grid_spec, "grid", 27, None)
-        run_trials(grid, Objective(grid_spec, splits), budget=27)
+        run(grid, Objective(grid_spec, splits), 27)
         target = grid.best_value
-        grid_epochs = sum(t.user_attrs["epochs_run"] for t in grid.trials)
+        grid_epochs = sum(r.epochs_run or 0 for r in records.read_all(grid))
 
         search_spec = replace(load_study("search"), dataset="synthetic")
         objective = Objective(search_spec, splits)
@@ -370,9 +376,9 @@ def search(quick: bool) -> Result:
             study = opened(search_spec, f"search-{k}", 1, k)
             total, reached = 0, math.inf
             for n in range(1, 1000):
-                run_trials(study, objective, budget=n)
+                run(study, objective, n)
                 last = study.trials[-1]
-                total += last.user_attrs.get("epochs_run", 0)
+                total += records.read(last).epochs_run or 0
                 if last.state.name == "COMPLETE" and last.value >= target:
                     reached = total
                     break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 
 
@@ -33,3 +35,22 @@ class ReportOnly(keras.callbacks.Callback):
         value = (logs or {}).get(self._monitor)
         if value is not None:
             self._trial.report(float(value), step=epoch)  # type: ignore[attr-defined]
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Raises :class:`KeyboardInterrupt` before the next batch once ``asked()`` is true.
+
+    The signal handler raises it too, at once; but library code that catches everything
+    (a ``__del__``, a weakref callback, a ``finally`` that retries) can swallow that one, and
+    the trial would then train to its last epoch. This check loses at most one batch.
+    """
+
+    def __init__(self, asked: Callable[[], bool]) -> None:
+        super().__init__()
+        self._asked = asked
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if self._asked():
+            raise KeyboardInterrupt
+
+    on_test_batch_begin = on_train_batch_begin

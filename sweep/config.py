@@ -37,12 +37,13 @@ __all__ = [
     "find_study_file",
     "load_study",
     "loads_study",
+    "names_a_file",
     "parse_study",
     "settings_markdown",
 ]
 
 FAMILIES = ("baseline", "dropout", "batchnorm", "twoconv")
-"""The Keras CNN families of the seeds: Exp 1, Exp 2, Exp 4 and the UNAM network."""
+"""The Keras CNN families of the reports: Exp 1, Exp 2, Exp 4 and the UNAM network."""
 DATASETS = ("synthetic", "cifar10")
 SAMPLERS = ("grid", "tpe", "random", "gp")
 PRUNERS = ("none", "median", "hyperband")
@@ -59,7 +60,7 @@ class Params:
     """Everything that defines one training run; rebuilds a trial's model without Optuna."""
 
     family: str = "baseline"
-    learning_rate: float = 0.001  # Adam's default, as the seeds' optimizer='adam'
+    learning_rate: float = 0.001  # Adam's default, as the reports' optimizer='adam'
     batch_size: int = 32
     epochs: int = 10
     dropout_conv: float = 0.25  # Exp 2: Dropout(0.25) after the first conv block
@@ -457,8 +458,15 @@ def _dimension(where: _Where, name: str, raw: Any) -> Dimension:
             raise where.fail(key + ".log", f"expected true or false, got {log!r}")
         step = raw.get("step")
         if step is not None:
-            if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
-                raise where.fail(key + ".step", f"expected a number > 0, got {step!r}")
+            number = isinstance(step, int | float) and not isinstance(step, bool)
+            if not number or not math.isfinite(step) or step <= 0:  # NaN is not <= 0
+                raise where.fail(key + ".step", f"expected a finite number > 0, got {step!r}")
+            if low < high and step > high - low:
+                raise where.fail(
+                    key + ".step",
+                    f"{step!r} is wider than the range [{low!r}, {high!r}], which would hold "
+                    "one value; use a smaller step, or a fixed value",
+                )
             if log:
                 raise where.fail(key, "step and log cannot be combined; drop one of them")
             if setting.type is int and (not float(step).is_integer()):
@@ -564,10 +572,17 @@ def available_studies() -> list[str]:
     return sorted(names)
 
 
+def names_a_file(study: str) -> bool:
+    """Whether ``--study`` is a path to a study file rather than a name."""
+    return study.endswith(".toml") or "/" in study
+
+
 def find_study_file(study: str) -> Path:
     """Resolve ``--study``: a path to a .toml file, or a name in ``studies/``."""
-    if study.endswith(".toml") or "/" in study:
+    if names_a_file(study):
         path = Path(study)
+        if path.is_dir():
+            raise UserError(f"study file {study} is a folder; give the path of a .toml file")
         if not path.is_file():
             raise UserError(f"study file {study} does not exist; give the path of a .toml file")
         return path

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from sweep.config import Augmentation
 from sweep.errors import UserError
 
 if TYPE_CHECKING:
+    import numpy as np
     import tensorflow as tf
 
 __all__ = [
@@ -78,7 +77,7 @@ class Splits:
 # --------------------------------------------------------------------------- synthetic
 
 
-_Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_Arrays = tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]
 
 
 def synthetic(
@@ -89,8 +88,10 @@ def synthetic(
     Each class is a smooth random colour texture. An image is its class's texture, moved by up
     to 6 pixels, perhaps mirrored, with random contrast and brightness, blended with another
     class's texture and covered in noise. Shapes and scale match CIFAR-10 (32x32x3 uint8,
-    10 classes), so the seeds' networks run on it unchanged.
+    10 classes), so the reports' networks run on it unchanged.
     """
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     coarse = rng.normal(size=(NUM_CLASSES, 8, 8, 3))
     # Bilinear-ish upsampling of an 8x8 field gives textures with structure at several scales.
@@ -138,20 +139,19 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) == ("_codecs", "encode"):
             # Python 3 writes bytes in protocol 2 as _codecs.encode(text, "latin1").
             return _latin1_encode
+        import numpy as np
+
         if name == "_reconstruct" and module in (
             "numpy.core.multiarray",
             "numpy._core.multiarray",
         ):
-            return _RECONSTRUCT
+            # The function numpy pickles arrays with, whatever numpy's module layout is.
+            return np.zeros(0).__reduce__()[0]
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         raise pickle.UnpicklingError(
             f"refused global {module}.{name}: not part of the CIFAR-10 format"
         )
-
-
-# The function numpy pickles arrays with, whatever numpy's module layout is.
-_RECONSTRUCT = np.zeros(0).__reduce__()[0]
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -161,6 +161,8 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 
 
 def _unpickle_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     try:
         batch = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways; all are one
@@ -288,6 +290,8 @@ def _download_cifar10(data_dir: Path | None) -> Path:
 
 def load_cifar10(data_dir: Path | None = None, *, download: bool = True) -> _Arrays:
     """Load CIFAR-10 as ``(x_train, y_train, x_test, y_test)`` uint8 NHWC arrays."""
+    import numpy as np
+
     source = _find_cifar10(data_dir)
     if source is None:
         if not download:
@@ -303,6 +307,52 @@ def load_cifar10(data_dir: Path | None = None, *, download: bool = True) -> _Arr
 
 
 # --------------------------------------------------------------------------- splits
+
+
+TRAIN_IMAGES = {"synthetic": SYNTHETIC_TRAIN, "cifar10": 50_000}
+"""How many training images each dataset has: the most ``--subset`` can take."""
+MIN_PER_SPLIT = 10
+"""The fewest training, validation and test images a run may have: one per class."""
+
+
+def split_sizes(subset: int, validation_split: float) -> tuple[int, int, int]:
+    """(train, validation, test) image counts of ``--subset``, as :func:`load` splits it."""
+    n_val = max(1, round(subset * validation_split))
+    return subset - n_val, n_val, max(subset // 5, 1)
+
+
+def check_subset(dataset: str, subset: int | None, validation_split: float) -> None:
+    """Refuse a ``--subset`` the dataset cannot give, or too small to train and score on.
+
+    Raises:
+        UserError: naming the sizes it would give and the bounds.
+    """
+    most = TRAIN_IMAGES[dataset]
+    if subset is None:
+        n_val = max(1, round(most * validation_split))
+        if min(most - n_val, n_val) < MIN_PER_SPLIT:
+            raise UserError(
+                f"validation_split {validation_split:g} leaves {most - n_val} training and "
+                f"{n_val} validation images of {dataset}'s {most:,}; keep at least "
+                f"{MIN_PER_SPLIT} of each"
+            )
+        return
+    if subset > most:
+        raise UserError(
+            f"--subset {subset} is more than the {most:,} training images of {dataset}; "
+            f"use at most {most}, or drop --subset to use them all"
+        )
+    if min(split_sizes(subset, validation_split)) < MIN_PER_SPLIT:
+        least = next(
+            n
+            for n in range(subset, most + 1)
+            if min(split_sizes(n, validation_split)) >= MIN_PER_SPLIT
+        )
+        train, val, test = split_sizes(subset, validation_split)
+        raise UserError(
+            f"--subset {subset} is too small: it gives {train} training, {val} validation and "
+            f"{test} test images; use at least {least} (10 of each, one per class)"
+        )
 
 
 def load(
@@ -322,6 +372,8 @@ def load(
         subset: Use this many training images and a fifth as many test images.
         data_dir: Where the CIFAR-10 archive is, or should be downloaded to.
     """
+    import numpy as np
+
     loaders: dict[str, Callable[[], _Arrays]] = {
         "synthetic": lambda: synthetic(
             subset or SYNTHETIC_TRAIN,
@@ -350,7 +402,7 @@ class Augmenter:
     """Random flips and one affine warp per image (rotation, shift, zoom and shear together),
     drawn with stateless random ops from a per-batch seed.
 
-    The seeds' ImageDataGenerator, and Keras's preprocessing layers, warp an image once per
+    The reports' ImageDataGenerator, and Keras's preprocessing layers, warp an image once per
     kind of transform; this warps it once in all, so an augmented epoch costs a fraction of
     theirs. Stateless draws keyed by the batch's own seed make the pipeline parallel and still
     reproducible: the same trial seed gives the same augmented batches.

@@ -14,15 +14,27 @@ variables, because TensorFlow reads them once, when it first starts, and never a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sweep.errors import UserError
 
-__all__ = ["Placement", "configure_tensorflow", "parse_gpus", "plan", "visible_gpus"]
+__all__ = [
+    "Placement",
+    "configure_tensorflow",
+    "import_tensorflow",
+    "parse_gpus",
+    "plan",
+    "visible_gpus",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +96,45 @@ def parse_gpus(text: str, available: list[str]) -> list[str]:
     return wanted
 
 
+WORKER_MEMORY_GIB = 1.0
+"""Host memory one worker takes: a TensorFlow process training these CNNs held 0.8 GiB."""
+
+
+def available_memory_gib() -> float:
+    """Memory the kernel says new processes can have (``MemAvailable``), in GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+WORKERS_PER_CORE = 4
+"""Past this, workers only queue for the cores (each already gets one TensorFlow thread)."""
+
+
+def check_capacity(workers: int, *, flag: str, cores: int | None = None) -> None:
+    """Refuse more worker processes than this machine holds: :data:`WORKERS_PER_CORE` per
+    core, and :data:`WORKER_MEMORY_GIB` of free memory each.
+
+    Raises:
+        UserError: naming the limit and the override (``--oversubscribe``).
+    """
+    cores = cores or os.cpu_count() or 1
+    memory = available_memory_gib()
+    limit = max(1, min(WORKERS_PER_CORE * cores, int(memory // WORKER_MEMORY_GIB)))
+    if workers > limit:
+        raise UserError(
+            f"{flag}: {workers} workers is more than this machine holds ({cores} cores, "
+            f"{memory:.1f} GiB free; at most {WORKERS_PER_CORE} per core, about "
+            f"{WORKER_MEMORY_GIB:g} GiB each): use at most {limit}, or add --oversubscribe to "
+            f"start {workers} anyway"
+        )
+
+
 def plan(
     *,
     workers: int,
@@ -111,8 +162,67 @@ def plan(
     return [Placement(i, None, dict(env)) for i in range(workers)]
 
 
+VERBOSE_ENV = "SWEEP_VERBOSE"
+
+# What TensorFlow's C++ side prints at start-up on every machine, before its log level is
+# read: absl's preamble, and info or warning lines (I/W, never E/F) from the sources that
+# announce oneDNN, the CPU's instruction sets and a machine without CUDA.
+_STARTUP_NOISE = re.compile(
+    r"^(?:WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} .*\b(?:port|cudart_stub|cuda_dnn|cuda_fft|cuda_blas|cpu_feature_guard"
+    r"|computation_placer|cuda_executor|cuda_diagnostics)\.cc:\d+\]"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+
+
+@contextlib.contextmanager
+def _start_up_lines_dropped() -> Iterator[None]:
+    """Pass file descriptor 2 through a filter while TensorFlow loads: every line that is not
+    start-up noise goes on to the console at once, so an error (or a crash) still shows."""
+    sys.stderr.flush()
+    console = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not _STARTUP_NOISE.search(line.decode(errors="replace")):
+                    os.write(console, line)
+
+    reader = threading.Thread(target=forward, name="tensorflow-start-up-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)  # the pipe's last writer closes: the reader reaches its end
+        reader.join(timeout=10)
+        os.close(console)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and Keras once per process, dropping the lines TensorFlow prints as
+    it starts unless ``$SWEEP_VERBOSE`` is 1 (``--verbose``). Call before anything else
+    imports them; later imports are free."""
+    if "tensorflow" in sys.modules:
+        return
+    if os.environ.get(VERBOSE_ENV) == "1":
+        import keras
+        import tensorflow
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _start_up_lines_dropped():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
 def configure_tensorflow() -> None:
-    """Apply ``SWEEP_GPU_MEMORY_MB`` before TensorFlow first touches the GPU."""
+    """Import TensorFlow quietly, and apply ``SWEEP_GPU_MEMORY_MB`` before it first touches
+    the GPU."""
+    import_tensorflow()
     limit = os.environ.get(GPU_MEMORY_ENV)
     if not limit:
         return

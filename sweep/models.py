@@ -1,9 +1,9 @@
-"""The Keras CNN families of the seeds, layer for layer as their code.
+"""The Keras CNN families of the two original reports, layer for layer as their code.
 
 ``build(params)`` is pure: the same :class:`~sweep.config.Params` always give the same
 architecture, so the best trial's model can be rebuilt without Optuna.
 
-| family      | seed                  | parameters (defaults) |
+| family      | report experiment     | parameters (defaults) |
 | ----------- | --------------------- | --------------------- |
 | `baseline`  | Exp 1 (and Exp 3)     | 923,914               |
 | `dropout`   | Exp 2                 | 629,130               |
@@ -92,7 +92,7 @@ assert tuple(_BODIES) == FAMILIES
 def build(params: Params, *, compile: bool = True) -> keras.Model:
     """Build (and compile) the model of ``params.family``.
 
-    Every family ends in Dense(10, softmax) and is compiled as the seeds did: Adam,
+    Every family ends in Dense(10, softmax) and is compiled as the reports did: Adam,
     sparse categorical cross-entropy, accuracy.
     """
     import keras

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
     from matplotlib.figure import Figure
     from plotly.graph_objects import Figure as PlotlyFigure
@@ -129,6 +128,7 @@ def grid_heatmap(
 ) -> tuple[Figure, PlotlyFigure]:
     """A grid study as a heatmap over ``dims``: each cell the best value over the other
     dimensions. Returns the Matplotlib and the Plotly figure."""
+    import numpy as np
     import plotly.graph_objects as go
     from matplotlib.figure import Figure
 

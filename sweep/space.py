@@ -9,25 +9,28 @@ exactly what was planned, even where the baseline lies outside the searched spac
 from __future__ import annotations
 
 import itertools
-import json
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from sweep.config import FAMILY_PARAMS, Dimension, Params, StudySpec
+from sweep.records import planned_params, point_key
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["grid", "optuna_params", "planned", "point_key", "suggest"]
+__all__ = [
+    "distribution",
+    "grid",
+    "incompatible_dimensions",
+    "optuna_params",
+    "planned",
+    "point_key",
+    "suggest",
+]
 
 
 def _relevant(name: str, family: str) -> bool:
     return all(name not in keys or fam == family for fam, keys in FAMILY_PARAMS.items())
-
-
-def point_key(params: Params) -> str:
-    """A canonical JSON of the params; identifies a planned trial across runs."""
-    return json.dumps(asdict(params), sort_keys=True)
 
 
 def _fixed(spec: StudySpec) -> dict[str, Any]:
@@ -71,6 +74,36 @@ def optuna_params(spec: StudySpec, params: Params) -> dict[str, Any]:
     return out
 
 
+def distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution a varying dimension is suggested from."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if d.kind == "choice":
+        return CategoricalDistribution(list(d.choices))
+    if d.is_int:
+        return IntDistribution(int(d.low), int(d.high), step=int(d.step or 1), log=d.log)
+    return FloatDistribution(d.low, d.high, step=d.step, log=d.log)
+
+
+def incompatible_dimensions(before: StudySpec, after: StudySpec) -> str | None:
+    """The first dimension varying in both specs whose Optuna distributions cannot share a
+    study (another kind, another scale, another list of choices); None if there is none."""
+    from optuna.distributions import check_distribution_compatibility
+
+    old = {d.name: d for d in before.varying}
+    for d in after.varying:
+        if d.name in old:
+            try:
+                check_distribution_compatibility(distribution(old[d.name]), distribution(d))
+            except ValueError:
+                return d.name
+    return None
+
+
 def _suggest(trial: optuna.Trial, d: Dimension) -> Any:
     if d.kind == "choice":
         return trial.suggest_categorical(d.name, list(d.choices))
@@ -82,9 +115,8 @@ def _suggest(trial: optuna.Trial, d: Dimension) -> Any:
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> Params:
     """Draw one trial's :class:`Params` (or rebuild a planned trial's)."""
-    point = trial.user_attrs.get("point")
-    if point is not None:
-        params = Params(**json.loads(point))
+    params = planned_params(trial)
+    if params is not None:
         for name in optuna_params(spec, params):
             _suggest(trial, spec.dimension(name))  # records it; returns the enqueued value
         return params

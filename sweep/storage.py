@@ -9,9 +9,9 @@
   workers must fit in ``max_connections``).
 
 Both get Optuna's heartbeat, so a dead worker's trial is failed and run again, and two fixes
-Optuna lacks: a storage call that loses its connection (a restarted server) is retried for up
-to :data:`STORAGE_RETRY_S` seconds instead of failing the trial, and a RUNNING trial that never
-recorded a heartbeat (its worker died between claiming it and the first beat) goes stale too.
+Optuna lacks: a storage call that loses its connection (a restarted server) is retried
+(:mod:`sweep.retry`) instead of failing the trial, and a RUNNING trial that never recorded a
+heartbeat (its worker died between claiming it and the first beat) goes stale too.
 
 :func:`study_lock` serialises, across processes and hosts, the few steps that must not race:
 creating a study with its planned trials, and checking the budget before claiming a trial.
@@ -22,19 +22,18 @@ The URL is checked before anything is created, and every message hides the passw
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import threading
-import time
+import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from sweep import _optuna
 from sweep.errors import UserError
+from sweep.retry import env_number, with_retries
 
 if TYPE_CHECKING:
     import optuna
@@ -43,8 +42,9 @@ __all__ = [
     "DEFAULT_STORAGE",
     "check_url",
     "default_url",
+    "in_memory",
     "open_storage",
-    "peek_study_attrs",
+    "read_only",
     "redact",
     "storage_exists",
     "study_lock",
@@ -57,23 +57,9 @@ SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
 
 
-# Overridable for tests and for clusters where 60 s of a dead worker's GPU matters.
-def _env_number(name: str, default: float) -> float:
-    """``$name`` as a number; a bad value falls back here and is reported, as one line, by
-    :func:`sweep.cli.check_environment` before anything runs."""
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-
-
-HEARTBEAT_INTERVAL_S = int(_env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
-HEARTBEAT_GRACE_S = int(_env_number("SWEEP_HEARTBEAT_GRACE", 60))
+HEARTBEAT_INTERVAL_S = int(env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
+HEARTBEAT_GRACE_S = int(env_number("SWEEP_HEARTBEAT_GRACE", 60))
 MAX_RETRIES = 2
-# How long a storage call keeps retrying a lost connection (a PostgreSQL restart takes seconds).
-STORAGE_RETRY_S = _env_number("SWEEP_STORAGE_RETRY", 120)
-
-_T = TypeVar("_T")
 
 
 def default_url() -> str:
@@ -120,7 +106,8 @@ def _parse(url: str) -> Any:
 
 def _engine_kwargs(parsed: Any) -> dict[str, Any]:
     if parsed.get_backend_name() == "sqlite":
-        # isolation_level None: pysqlite emits no BEGIN of its own; _begin_immediate does.
+        # isolation_level None: pysqlite emits no BEGIN of its own; the storage's engine
+        # begins every transaction IMMEDIATE (SweepStorage.configure_engine).
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     # A worker holds at most three connections at once: its trial, its heartbeat thread and,
     # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections.
@@ -139,6 +126,40 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
     }
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path, shown: str) -> None:
+    """A SQLite storage must be a database file (or none yet) in a folder this process can
+    write: SQLite keeps its journal and lock files beside the database, readers included."""
+    parent = path.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"storage {shown}: {parent} is a file, not a folder; fix the path")
+    if not parent.is_dir():
+        raise UserError(f"storage {shown}: folder {parent} does not exist; create it")
+    if path.is_dir():
+        raise UserError(f"storage {shown}: {path} is a folder, not a database file; name a file")
+    if path.exists():
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise UserError(f"storage {shown}: cannot read {path} ({exc.strerror})") from None
+        if head and head != _SQLITE_HEADER:
+            raise UserError(
+                f"storage {shown}: {path} is not a SQLite database; name the study's .db file, "
+                "or a new file"
+            )
+    try:  # the one reliable test, root included: make a file there (gone when closed)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"storage {shown}: folder {parent} cannot be written ({exc.strerror}); SQLite "
+            "keeps its journal beside the database: use a writable folder"
+        ) from None
+
+
 def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
     """Fail with one clear line, before any table is written, if the server does not answer."""
     import sqlalchemy
@@ -146,11 +167,7 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
-            parent = Path(database).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise UserError(
-                    f"storage {redact(str(parsed))}: folder {parent} does not exist; create it"
-                )
+            _check_sqlite_file(Path(database).expanduser(), redact(str(parsed)))
         return
     engine = sqlalchemy.create_engine(parsed, **kwargs)
     try:
@@ -169,6 +186,12 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
         engine.dispose()
 
 
+def in_memory(url: str) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (``sqlite://``)."""
+    parsed = _parse(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
 def check_url(url: str) -> None:
     """Check the URL's form and driver, and that its server answers; create nothing.
 
@@ -179,149 +202,9 @@ def check_url(url: str) -> None:
     _check_reachable(parsed, _engine_kwargs(parsed))
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    """A lost or refused connection, or SQLite's lock wait running out: worth retrying.
-    A bad query, a missing table or bad data is not."""
-    import sqlalchemy
-
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, sqlalchemy.exc.DBAPIError):
-            if cause.connection_invalidated:
-                return True
-            kinds = type(cause.orig).__mro__
-            if any(
-                k.__module__.startswith("psycopg") and k.__name__ in _PSYCOPG_CONNECTION
-                for k in kinds
-            ):
-                return True
-            return "database is locked" in str(cause.orig)
-        cause = cause.__cause__
-    return False
-
-
-# psycopg 3 raises these (or subclasses: AdminShutdown, ...) when the server goes away.
-_PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
-
-
-_retrying_now = threading.local()
-
-
-def _with_retries(call: Callable[[], _T], what: str) -> _T:
-    """``call()``, retried with backoff while the storage's connection is lost.
-
-    Calls nested in a retried call (``get_all_trials`` calls ``_get_trials``) are not retried
-    again, so one outage costs at most :data:`STORAGE_RETRY_S`.
-    """
-    if getattr(_retrying_now, "active", False):
-        return call()
-    deadline = time.monotonic() + STORAGE_RETRY_S
-    delay = 0.5
-    _retrying_now.active = True
-    try:
-        while True:
-            try:
-                return call()
-            except Exception as exc:
-                if not _is_connection_error(exc) or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
-                time.sleep(delay)
-                delay = min(2 * delay, 5.0)
-    finally:
-        _retrying_now.active = False
-
-
-def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> _T:
-        return _with_retries(lambda: method(self, *args, **kwargs), method.__name__)
-
-    return call
-
-
-# Every storage call that reaches the database while a sweep runs: the public ones, and the
-# private ones Optuna's _CachedStorage (what study._storage is) calls on its backend.
-# _create_new_trial is not idempotent: if a commit's reply is lost, the retry makes a second
-# trial, RUNNING with no heartbeat; the stale check below fails it.
-_RETRIED = (
-    "create_new_study", "get_study_id_from_name", "get_study_name_from_id",
-    "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "set_study_user_attr", "set_study_system_attr", "get_all_studies", "create_new_trial",
-    "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
-    "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
-    "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial",
-    "get_all_trials", "_get_trials", "get_best_trial", "_get_best_trial_id",
-    "record_heartbeat", "_get_stale_trial_ids",
-)  # fmt: skip
-
-
-def _storage_class() -> type[optuna.storages.RDBStorage]:
-    import optuna
-
-    class SweepStorage(optuna.storages.RDBStorage):
-        """Optuna's RDBStorage that rides out a lost connection and a heartbeat never beaten."""
-
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            stale = super()._get_stale_trial_ids(study_id)
-            # Optuna skips RUNNING trials with no heartbeat row: a worker killed between
-            # claiming a trial and its first beat would hold that trial RUNNING forever.
-            # datetime_start is written with the writer's clock, as compared here.
-            grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
-            cutoff = datetime.now() - grace
-            running = self.get_all_trials(
-                study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-            )
-            beating = set(self._trials_with_heartbeat(study_id))
-            for t in running:
-                start = t.datetime_start
-                if t._trial_id not in beating and start is not None and start < cutoff:
-                    stale.append(t._trial_id)
-            return sorted(set(stale))
-
-        def _trials_with_heartbeat(self, study_id: int) -> list[int]:
-            import sqlalchemy
-            from optuna.storages._rdb import models
-
-            beat, trial = models.TrialHeartbeatModel, models.TrialModel
-            query = (
-                sqlalchemy.select(beat.trial_id)
-                .join(trial, trial.trial_id == beat.trial_id)
-                .where(trial.study_id == study_id)
-            )
-            with self.engine.connect() as conn:
-                return [row[0] for row in conn.execute(query)]
-
-    for name in _RETRIED:
-        setattr(SweepStorage, name, _retrying(getattr(SweepStorage, name)))
-    return SweepStorage
-
-
-def _begin_immediate(storage: optuna.storages.RDBStorage) -> None:
-    """Make every SQLite transaction take the write lock when it begins.
-
-    SQLite's default deferred transactions read first and upgrade to a write lock later; when
-    another process wrote in between, the upgrade fails at once with "database is locked",
-    whatever the busy timeout. BEGIN IMMEDIATE waits (up to the timeout) instead.
-    """
-    import sqlalchemy
-
-    @sqlalchemy.event.listens_for(storage.engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @sqlalchemy.event.listens_for(storage.engine, "connect")
-    def _connect(dbapi_conn: Any, _: Any) -> None:
-        # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a killed or crashed
-        # process loses nothing committed, and the database cannot be corrupted; only a
-        # power cut can lose the last commits. A trial writes some twenty times.
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-
-    storage.engine.dispose()  # connections opened before this point had the default
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open (creating tables if needed) the Optuna storage at ``url``.
+def open_storage(url: str, *, check: bool = True) -> optuna.storages.RDBStorage:
+    """Open (creating tables if needed) the Optuna storage at ``url``; ``check=False`` when
+    :func:`check_url` has just checked it.
 
     Raises:
         UserError: the URL is malformed, names an unknown driver, or the server does not
@@ -331,11 +214,12 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
     parsed = _parse(url)
     kwargs = _engine_kwargs(parsed)
-    _check_reachable(parsed, kwargs)
+    if check:
+        _check_reachable(parsed, kwargs)
     with _creation_lock(parsed), warnings.catch_warnings():
         # Workers that start together on a new database would all create its tables.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = _storage_class()(
+        storage = _optuna.SweepStorage(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -345,11 +229,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 max_retry=MAX_RETRIES
             ),
         )
-    if parsed.get_backend_name() == "sqlite":
-        with storage.engine.connect() as conn:
-            # WAL: readers (the dashboard, other workers) never block the writer.
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        _begin_immediate(storage)
+    storage.configure_engine()
     return storage
 
 
@@ -362,16 +242,17 @@ def storage_exists(url: str) -> bool:
     return bool(database) and database != ":memory:" and Path(database).expanduser().is_file()
 
 
-def peek_study_attrs(url: str, name: str, *, system: bool = False) -> dict[str, Any] | None:
-    """Study ``name``'s user attrs (its system attrs with ``system``), read without creating
-    or changing anything; None if the storage or the study does not exist yet."""
+@contextlib.contextmanager
+def read_only(url: str) -> Iterator[optuna.storages.RDBStorage | None]:
+    """The storage at ``url`` opened to read: no table is created, nothing is written; None
+    if it does not exist yet (a SQLite file that is not there)."""
     import optuna
     import sqlalchemy
 
     if not storage_exists(url):
-        return None
+        yield None
+        return
     parsed = _parse(url)
-    storage = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -381,15 +262,13 @@ def peek_study_attrs(url: str, name: str, *, system: bool = False) -> dict[str, 
                 skip_compatibility_check=True,
                 skip_table_creation=True,
             )
-        study_id = storage.get_study_id_from_name(name)
-        if system:
-            return storage.get_study_system_attrs(study_id)
-        return storage.get_study_user_attrs(study_id)
-    except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
-        return None  # no such study, or no tables yet (a new database)
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+        yield None  # a database with no tables yet
+        return
+    try:
+        yield storage
     finally:
-        if storage is not None:
-            storage.engine.dispose()
+        storage.engine.dispose()
 
 
 @contextlib.contextmanager
@@ -417,7 +296,7 @@ def _advisory_lock(engine: Any, key: int) -> Iterator[None]:
             raise
         return conn
 
-    with _with_retries(connect_and_lock, "study lock") as conn:
+    with with_retries(connect_and_lock, "study lock") as conn:
         try:
             yield
         finally:
@@ -462,9 +341,7 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     dies). SQLite: ``flock`` on ``<database>.lock`` beside the file (one machine; released by
     the kernel if the holder dies).
     """
-    # study._storage is Optuna's _CachedStorage: the database is behind it.
-    backend = getattr(storage, "_backend", storage)
-    engine = getattr(backend, "engine", None)
+    engine = getattr(storage, "engine", None)
     if engine is None:  # an in-memory storage: one process only
         yield
         return

@@ -1,9 +1,14 @@
-"""The Optuna study of a study file: its sampler, pruner, budget and planned trials.
+"""The Optuna study of a run: its sampler, pruner, planned trials and what it stores.
 
 Opening a study is safe from any number of processes at once (the launcher, its workers,
 docker-compose workers on other hosts): creating it, checking that it was run on the same
 data, and enqueueing the baseline and grid points happen under :func:`sweep.storage.study_lock`,
 so each planned trial is enqueued exactly once.
+
+The creator stores the run in the study: the study file's text, the data it is scored on
+(``fingerprint``), the budget and the epoch cap. Every other process reads them back with
+:func:`stored_run`, so a worker on another host needs no study file. This module is also the
+only one that reads or writes the study's own attrs (trial attrs: :mod:`sweep.records`).
 """
 
 from __future__ import annotations
@@ -11,51 +16,190 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.config import StudySpec, loads_study
+from sweep import _optuna, records
+from sweep.config import StudySpec
 from sweep.errors import UserError
-from sweep.storage import peek_study_attrs, redact, study_lock
+from sweep.run import RunOptions, spec_from_stored
+from sweep.run import budget as run_budget
+from sweep.space import incompatible_dimensions, optuna_params, planned, point_key
+from sweep.storage import read_only, redact, study_lock
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SPEC_ATTR", "budget", "check_resumable", "max_epochs", "open_study", "stored_spec"]
+__all__ = [
+    "KeptModel",
+    "Stored",
+    "check_against",
+    "check_resumable",
+    "description",
+    "kept_models",
+    "open_study",
+    "peek",
+    "set_kept_models",
+    "set_verification",
+    "stored_run",
+    "verification",
+]
 
 log = logging.getLogger(__name__)
 
-SPEC_ATTR = "sweep:study_file"  # study system attr: the study file's name and text
+SPEC_ATTR = "sweep:study_file"  # system attr: the study file's name and text
+HISTORY_ATTR = "sweep:replaced_study_files"  # system attr: files replaced, oldest first
+KEPT_ATTR = "sweep:kept_models"  # system attr: [{"trial", "value", "artifact_id"}], best first
+VERIFICATION_ATTR = "verification"  # user attr: sweep verify's result, in Markdown
 
 
-def budget(spec: StudySpec, requested: int | None, n_planned: int) -> int:
-    """The study's total trial budget: ``--n-trials``, else the file's, else the grid's size.
+@dataclass(frozen=True)
+class Stored:
+    """What a study holds about its run (see :func:`open_study`)."""
+
+    fingerprint: dict[str, Any] | None
+    budget: int | None
+    max_epochs: int | None
+    file_name: str | None
+    file_text: str | None
+
+    @classmethod
+    def from_attrs(cls, user: dict[str, Any], system: dict[str, Any]) -> Stored:
+        saved = system.get(SPEC_ATTR) or {}
+        return cls(
+            fingerprint=user.get("fingerprint"),
+            budget=user.get("budget"),
+            max_epochs=user.get("max_epochs"),
+            file_name=saved.get("name"),
+            file_text=saved.get("text"),
+        )
+
+
+def peek(url: str, name: str) -> Stored | None:
+    """What study ``name`` stores, read without writing; None if there is no such study (or
+    no tables yet: a new database)."""
+    import optuna
+    import sqlalchemy
+
+    with read_only(url) as storage:
+        if storage is None:
+            return None
+        try:
+            sid = storage.get_study_id_from_name(name)
+            user, system = storage.get_study_user_attrs(sid), storage.get_study_system_attrs(sid)
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            return None
+    return Stored.from_attrs(user, system)
+
+
+def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url: str) -> None:
+    if before is not None and before != fingerprint:
+        raise UserError(
+            f"study {name!r} in {redact(url)} was run with {before}, not {fingerprint}; "
+            "pass --study-name NEW for a new study, or the same options to resume it"
+        )
+
+
+_TRIAL_SHAPING = ("space", "baseline", "sampler", "pruner", "augmentation")
+
+
+def _refuse_other_file(stored: Stored, run: RunOptions) -> None:
+    """A study resumed with another study file: refused unless ``run.replace_file``, and even
+    then when the change cannot share a study (another baseline, a dimension Optuna cannot
+    change)."""
+    if stored.file_text is None or stored.file_name is None:
+        return
+    before = spec_from_stored(
+        stored.file_text, name=stored.file_name, study=run.study_name, fingerprint={}
+    )
+    changed = [k for k in _TRIAL_SHAPING if getattr(before, k) != getattr(run.spec, k)]
+    if not changed:
+        return
+    where = f"study {run.study_name!r} in {redact(run.url)}"
+    if not run.replace_file:
+        raise UserError(
+            f"{where} was created from another study file (its {', '.join(changed)} differ); "
+            "pass --study-name NEW for a new study, or --replace-study-file to go on with this "
+            "file (the old one is kept in the study)"
+        )
+    if "baseline" in changed:
+        raise UserError(
+            f"{where} has another baseline, and every trial is measured against it; "
+            "pass --study-name NEW for a study with this one"
+        )
+    if clash := incompatible_dimensions(before, run.spec):
+        raise UserError(
+            f"{where}: space.{clash} changed in a way one Optuna study cannot hold (another "
+            "kind, scale or list of values); pass --study-name NEW"
+        )
+
+
+def check_resumable(run: RunOptions) -> None:
+    """Check ``run`` against what its study stores, if it exists; writes nothing.
 
     Raises:
-        UserError: a sampled search has no budget anywhere.
+        UserError: see :func:`check_against`.
     """
-    if spec.sampler.name == "grid":
-        size = n_planned  # every grid point once, and the baseline if it is not one of them
-        if requested is not None and requested > size:
-            log.warning("the grid has %d points; running %d trials, not %d", size, size, requested)
-        return min(requested or spec.n_trials or size, size)
-    if requested is not None:
-        return requested
-    if spec.n_trials is not None:
-        return spec.n_trials
-    if not spec.varying:
-        return n_planned
-    raise UserError(
-        f"{spec.source}: n_trials is missing; a {spec.sampler.name} search needs a budget "
-        "(add n_trials = N to the file or pass --n-trials N)"
+    check_against(run, peek(run.url, run.study_name))
+
+
+def check_against(run: RunOptions, stored: Stored | None) -> None:
+    """Check ``run`` against ``stored``, what its study holds (None: no such study).
+
+    Raises:
+        UserError: the study exists and was run on other data, or from another study file
+            (unless ``run.replace_file`` and the change is one the study can hold).
+    """
+    if stored is not None:
+        _refuse_other_data(stored.fingerprint, run.fingerprint(), run.study_name, run.url)
+        _refuse_other_file(stored, run)
+
+
+def stored_run(
+    url: str,
+    name: str,
+    *,
+    data_dir: Path | None,
+    artifacts: Path,
+    budget: int | None = None,
+    max_epochs: int | None = None,
+    stored: Stored | None = None,
+) -> RunOptions:
+    """The run study ``name`` was created for, as its storage holds it (``stored``, if the
+    caller has just read it).
+
+    Raises:
+        UserError: no such study, or one that sweep did not create.
+    """
+    stored = stored or peek(url, name)
+    if stored is None:
+        raise UserError(
+            f"no study {name!r} in {redact(url)}; run sweep launch --study {name} first, "
+            "or pass --storage URL"
+        )
+    if stored.file_text is None or stored.file_name is None:
+        raise UserError(
+            f"study {name!r} in {redact(url)} was not created by sweep launch (it has no "
+            "study file recorded); run it with sweep launch first"
+        )
+    fingerprint = stored.fingerprint or {}
+    spec = spec_from_stored(
+        stored.file_text, name=stored.file_name, study=name, fingerprint=fingerprint
+    )
+    return RunOptions(
+        study_name=name,
+        url=url,
+        spec=spec,
+        budget=run_budget(spec, budget) if budget else stored.budget or run_budget(spec, None),
+        subset=fingerprint.get("subset"),
+        max_epochs=max_epochs or stored.max_epochs,
+        data_dir=data_dir,
+        artifacts=artifacts,
     )
 
 
-def max_epochs(spec: StudySpec, cap: int | None) -> int:
-    """The most epochs any trial of the study runs (the pruner's maximum resource)."""
-    d = spec.dimension("epochs")
-    top = int(d.high) if d.kind == "range" else max(d.choices)
-    top = max(top, spec.baseline.epochs)
-    return min(top, cap) if cap else top
+# --------------------------------------------------------------------------- opening
 
 
 def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -101,112 +245,126 @@ def _sampler_seed(seed: int, worker: int | None) -> int:
     return (seed + 7919 * (os.getpid() if worker < 0 else worker + 1)) % 2**32
 
 
-def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url: str) -> None:
-    if before is not None and before != fingerprint:
-        raise UserError(
-            f"study {name!r} in {redact(url)} was run with {before}, not {fingerprint}; "
-            "pass --study-name NEW to start a separate study"
-        )
-
-
-def check_resumable(url: str, name: str, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Refuse, before anything is written, to resume a study that was run on other data.
-
-    Returns:
-        The study's user attrs (empty if it does not exist yet).
-    """
-    attrs = peek_study_attrs(url, name) or {}
-    _refuse_other_data(attrs.get("fingerprint"), fingerprint, name, url)
-    return attrs
-
-
 def _enqueue_plan(study: optuna.Study, spec: StudySpec, budget: int) -> int:
     """Enqueue the baseline and grid points that the study does not hold yet, as many as the
     budget can run: an enqueued point nobody will claim would sit ahead of every retry."""
     from optuna.trial import TrialState
 
-    from sweep.space import optuna_params, planned, point_key
-
     live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-    have = {t.user_attrs.get("point") for t in study.get_trials(deepcopy=False, states=live)}
+    have = {records.read(t).point for t in study.get_trials(deepcopy=False, states=live)}
     added = 0
     for params in planned(spec)[:budget]:
-        key = point_key(params)
-        if key in have:
+        if point_key(params) in have:
             continue
         study.enqueue_trial(
             optuna_params(spec, params),
-            user_attrs={"point": key, "is_baseline": params == spec.baseline},
+            user_attrs=records.planned_attrs(params, is_baseline=params == spec.baseline),
         )
         added += 1
     return added
 
 
 def open_study(
-    spec: StudySpec,
+    run: RunOptions,
     *,
     storage: optuna.storages.RDBStorage,
-    name: str,
-    fingerprint: dict[str, Any],
-    budget: int,
-    max_epochs: int,
     worker: int | None = None,
+    create: bool = True,
 ) -> optuna.Study:
-    """Create or load study ``name``, record its budget and enqueue its planned trials.
+    """Create or load the run's study, store the run in it and enqueue its planned trials.
 
     Args:
-        fingerprint: What the trials are scored on (dataset, seed, subset, split); a study
-            run on other data is refused.
-        budget: The study's total trial budget, recorded for workers started without one.
-        max_epochs: The pruner's maximum resource.
+        run: The run; the storage must be the one its URL names.
+        storage: The opened storage.
         worker: This worker's index, which offsets the sampler's seed so that workers do not
             all draw the same parameters; None for a lone worker (the study's own seed, so a
             one-worker run is reproducible), or -1 for a worker started by hand (its pid).
+        create: Store the run and enqueue the plan (the creator's job); False only loads.
 
     Raises:
         UserError: the study exists and was run on other data.
     """
     import optuna
 
+    spec = run.spec
+    name = run.study_name
     with study_lock(storage, name):
         try:
             existing = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             existing = None
         if existing is not None:  # checked again: another process may have just made it
-            url = storage.engine.url.render_as_string(hide_password=False)
-            _refuse_other_data(existing.user_attrs.get("fingerprint"), fingerprint, name, url)
+            before = existing.user_attrs.get("fingerprint")
+            _refuse_other_data(before, run.fingerprint(), name, run.url)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             direction="maximize",
             sampler=_sampler(spec, _sampler_seed(spec.seed, worker)),
-            pruner=_pruner(spec, max_epochs),
+            pruner=_pruner(spec, run.top_epochs),
             load_if_exists=True,
         )
-        study.set_user_attr("fingerprint", fingerprint)
-        study.set_user_attr("description", spec.description)
-        study.set_user_attr("budget", budget)
-        # The study file travels with the study: verify and report need no file on their host.
-        storage.set_study_system_attr(
-            study._study_id, SPEC_ATTR, {"name": spec.name, "text": spec.text}
-        )
-        added = _enqueue_plan(study, spec, budget)
+        if not create and existing is not None:
+            return study
+        for key, value in (
+            ("fingerprint", run.fingerprint()),
+            ("description", spec.description),
+            ("budget", run.budget),
+            ("max_epochs", run.max_epochs),
+        ):
+            study.set_user_attr(key, value)
+        # The study file travels with the study: workers, verify and report need no file.
+        sid = _optuna.study_id(study)
+        system = storage.get_study_system_attrs(sid)
+        saved = system.get(SPEC_ATTR)
+        if saved and saved.get("text") != spec.text:  # --replace-study-file: keep the old one
+            history = [*system.get(HISTORY_ATTR, []), saved]
+            storage.set_study_system_attr(sid, HISTORY_ATTR, history)
+            log.warning("study %r goes on with study file %s", name, spec.source or spec.name)
+        storage.set_study_system_attr(sid, SPEC_ATTR, {"name": spec.name, "text": spec.text})
+        added = _enqueue_plan(study, spec, run.budget)
     if added:
         log.info("enqueued %d planned trials (baseline and grid points)", added)
     return study
 
 
-def stored_spec(study: optuna.Study) -> StudySpec:
-    """The study file that ``study`` was last opened with, as kept in its storage.
+# --------------------------------------------------------------------------- study attrs
 
-    Raises:
-        UserError: the study was not made by ``sweep.launch``.
-    """
-    saved = study._storage.get_study_system_attrs(study._study_id).get(SPEC_ATTR)
-    if not saved:
-        raise UserError(
-            f"study {study.study_name!r} was not created by sweep.launch (it has no study file "
-            "recorded); run it with python -m sweep.launch first"
-        )
-    return loads_study(saved["text"], name=saved["name"], source=f"study {study.study_name!r}")
+
+def description(study: optuna.Study) -> str:
+    return str(study.user_attrs.get("description", ""))
+
+
+def verification(study: optuna.Study) -> str:
+    """The Markdown table ``sweep verify`` attached, or ""."""
+    return str(study.user_attrs.get(VERIFICATION_ATTR) or "")
+
+
+def set_verification(study: optuna.Study, markdown: str) -> None:
+    study.set_user_attr(VERIFICATION_ATTR, markdown)
+
+
+def mark_companion(companion: optuna.Study, of: str) -> None:
+    """Say in ``companion``'s attrs which study's trials it repeats."""
+    companion.set_user_attr("verifies", of)
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """A trial whose trained model the study keeps as an artifact."""
+
+    trial: int
+    value: float
+    artifact_id: str
+
+
+def kept_models(storage: optuna.storages.BaseStorage, study: optuna.Study) -> list[KeptModel]:
+    """The models the study keeps, best first."""
+    attrs = storage.get_study_system_attrs(_optuna.study_id(study))
+    return [KeptModel(**k) for k in attrs.get(KEPT_ATTR) or []]
+
+
+def set_kept_models(
+    storage: optuna.storages.BaseStorage, study: optuna.Study, kept: list[KeptModel]
+) -> None:
+    storage.set_study_system_attr(_optuna.study_id(study), KEPT_ATTR, [vars(m) for m in kept])

@@ -68,6 +68,7 @@ def test_unknown_missing_and_unreadable_study_files(tmp_path: Path, storage) -> 
     url, _ = storage
     _refused(_launch(tmp_path, url, "--study", "exp9"), "unknown study 'exp9'", "exp3, exp4")
     _refused(_launch(tmp_path, url, "--study", "gone.toml"), "gone.toml does not exist")
+    _refused(_launch(tmp_path, url, "--study", f"{tmp_path}/"), "is a folder")
     (tmp_path / "latin.toml").write_bytes(b"description = '\xe9t\xe9'\n")
     _refused(_launch(tmp_path, url, "--study", "latin.toml"), "cannot read study file")
 
@@ -281,8 +282,8 @@ def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: st
     ("args", "needles"),
     [
         (("sweep.report", "--study", "nope", "--out", "rep"), ("no study 'nope'", "--storage")),
-        (("sweep.report", "--study", STUDY, "--out", "rep"), ("not created by sweep.launch",)),
-        (("sweep.verify", "--study", STUDY), ("not created by sweep.launch",)),
+        (("sweep.report", "--study", STUDY, "--out", "rep"), ("not created by sweep launch",)),
+        (("sweep.verify", "--study", STUDY), ("not created by sweep launch",)),
         (("sweep.verify", "--study", STUDY, "--repeats", "1"), ("--repeats", "at least 2")),
         (("sweep.verify", "--study", STUDY, "--alpha", "2"), ("--alpha", "probability")),
         (("sweep.export", "--study", STUDY, "--out", "m.h5"), ("must end in .keras",)),
@@ -290,6 +291,7 @@ def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: st
         (("sweep.export", "--study", STUDY, "--out", "no/m.keras"), ("does not exist",)),
         (("sweep.dashboard", "--port", "70000"), ("--port 70000", "1-65535")),
         (("sweep.dashboard", "--artifacts", "missing"), ("artifact folder missing",)),
+        (("sweep.dashboard", "--host", "no.such.host.invalid"), ("cannot listen on no.such",)),
     ],
 )
 def test_the_study_tools_refuse_bad_input(tmp_path: Path, storage, args, needles) -> None:
@@ -335,3 +337,248 @@ def test_the_dashboard_warns_when_it_listens_on_every_address(tmp_path: Path) ->
         proc.wait(timeout=10)
     assert warning.startswith("WARNING") and "every address (0.0.0.0)" in warning
     assert "can delete studies" in warning
+
+
+# --------------------------------------------------------------------------- the second battery
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) under ``root``: what "nothing written" means."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in root.rglob("*")
+    }
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: p.write_text("not a database\n"), "x.db is not a SQLite database"),
+        (lambda p: p.mkdir(), "x.db is a folder, not a database file"),
+    ],
+    ids=["text-file", "folder"],
+)
+def test_a_sqlite_storage_that_is_not_a_database(tmp_path: Path, make, needle: str) -> None:
+    make(tmp_path / "x.db")
+    before = _tree(tmp_path)
+    result = run_cli(
+        "sweep.launch", "--study", "quickstart", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    _refused(result, needle)
+    assert _tree(tmp_path) == before  # no x-artifacts/, no x.db.lock
+
+
+def test_a_sqlite_file_in_a_folder_that_cannot_be_written(tmp_path: Path) -> None:
+    result = run_cli(
+        "sweep.launch", "--study", "quickstart", "--storage", "sqlite:////proc/x.db",
+        "--artifacts", str(tmp_path / "art"), cwd=tmp_path,
+    )  # fmt: skip
+    _refused(result, "folder /proc cannot be written", "writable folder")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_is_refused_for_a_sweep(tmp_path: Path, url: str) -> None:
+    for args in (("sweep.launch", "--study", "quickstart"), ("sweep.worker", "--study", "q")):
+        _refused(run_cli(*args, "--storage", url, cwd=tmp_path), "in-memory database")
+    assert list(tmp_path.iterdir()) == []  # no sweep-artifacts/
+
+
+def test_in_memory_sqlite_works_in_one_process() -> None:
+    """What the CLI refuses still works for a notebook: the tables are there."""
+    from sweep.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage("sqlite:///:memory:"))
+    study.tell(study.ask(), 1.0)
+    assert study.best_value == 1.0
+
+
+def test_a_study_name_longer_than_the_storage_holds(tmp_path: Path) -> None:
+    import subprocess
+    import uuid
+
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+
+    def psql(sql: str, db: str = "postgres") -> str:
+        done = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAc", sql],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    psql(f"CREATE DATABASE {name}")
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        result = run_cli(
+            "sweep.launch", "--study", "quickstart", "--storage", url, "--study-name", "a" * 600,
+            cwd=tmp_path,
+        )  # fmt: skip
+        _refused(result, "600 characters long", "at most 512", "use 1 to 505")
+        tables = psql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", name
+        )
+        assert tables == "0"  # Optuna's schema was not created
+    finally:
+        psql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize(
+    ("subset", "needles"),
+    [
+        ("1", ("--subset 1 is too small", "0 training, 1 validation and 1 test", "at least 50")),
+        ("4", ("--subset 4 is too small", "3 training, 1 validation and 1 test")),
+        ("49", ("--subset 49 is too small", "test images; use at least 50")),
+        ("1000000", ("--subset 1000000 is more than the 5,000 training images of synthetic",)),
+    ],
+)
+def test_a_subset_the_data_cannot_give(tmp_path: Path, storage, subset: str, needles) -> None:
+    url, _ = storage
+    _refused(_launch(tmp_path, url, "--study", "quickstart", "--subset", subset), *needles)
+
+
+_FIRST = """
+dataset = "synthetic"
+n_trials = 3
+[space]
+learning_rate = { low = 1e-3, high = 1e-2, log = true }
+epochs = 1
+[baseline]
+epochs = 1
+"""
+
+
+def _study_from(tmp_path: Path, text: str) -> str:
+    """A study created from ``text`` (nothing trained), as the launcher creates one."""
+    from sweep import study
+    from sweep.config import loads_study
+    from sweep.run import RunOptions
+    from sweep.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    spec = loads_study(text, name="r", source="r.toml")
+    study.open_study(RunOptions("r", url, spec, budget=3, subset=100), storage=open_storage(url))
+    return url
+
+
+def _dump(url: str) -> list[str]:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+        return list(conn.iterdump())
+
+
+@pytest.mark.parametrize(
+    ("change", "flag", "needles"),
+    [
+        (("low = 1e-3", "low = 1e-4"), (), ("created from another study file", "space differ")),
+        (
+            ("[baseline]\nepochs = 1", "[baseline]\nepochs = 1\nbatch_size = 64"),
+            ("--replace-study-file",),
+            ("has another baseline",),
+        ),
+        (
+            ("{ low = 1e-3, high = 1e-2, log = true }", "[0.001, 0.01]"),
+            ("--replace-study-file",),
+            ("space.learning_rate changed in a way one Optuna study cannot hold",),
+        ),
+    ],
+    ids=["space", "baseline", "range-to-list"],
+)
+def test_resuming_with_another_study_file(tmp_path: Path, change, flag, needles) -> None:
+    url = _study_from(tmp_path, _FIRST)
+    (tmp_path / "r.toml").write_text(_FIRST.replace(*change))
+    before = _dump(url)
+    result = run_cli(
+        "sweep.launch", "--study", "r.toml", "--storage", url, "--subset", "100", *flag,
+        cwd=tmp_path,
+    )  # fmt: skip
+    _refused(result, *needles)
+    assert _dump(url) == before
+
+
+def test_replacing_the_study_file_on_purpose_is_recorded(tmp_path: Path) -> None:
+    from sweep import study
+    from sweep.config import loads_study
+    from sweep.run import RunOptions
+    from sweep.storage import open_storage
+
+    url = _study_from(tmp_path, _FIRST)
+    wider = _FIRST.replace("low = 1e-3", "low = 1e-4")
+    spec = loads_study(wider, name="r", source="r.toml")
+    run = RunOptions("r", url, spec, budget=3, subset=100, replace_file=True)
+    study.check_resumable(run)  # allowed: a float range may widen
+    opened = study.open_study(run, storage=open_storage(url))
+    system = open_storage(url).get_study_system_attrs(opened._study_id)
+    assert system[study.SPEC_ATTR]["text"] == wider
+    assert [f["text"] for f in system[study.HISTORY_ATTR]] == [_FIRST]
+    baselines = [t for t in opened.get_trials() if t.user_attrs.get("is_baseline")]
+    assert len(baselines) == 1  # the same baseline: not enqueued twice
+
+
+def test_more_workers_than_the_machine_holds(tmp_path: Path, storage) -> None:
+    url, _ = storage
+    result = _launch(tmp_path, url, "--study", "quickstart", "--workers", "1000")
+    _refused(
+        result, "--workers 1000: 1000 workers is more than this machine holds", "--oversubscribe"
+    )
+    allowed = _launch(
+        tmp_path, url, "--study", "quickstart", "--workers", "1000", "--oversubscribe", "--dry-run"
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "workers    1000: CPU" in allowed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (
+            ("--data-dir", "/etc/passwd", "--dataset", "cifar10"),
+            {},
+            ("is a file; give the folder",),
+        ),
+        (
+            (),
+            {"SWEEP_HEARTBEAT_INTERVAL": "10", "SWEEP_HEARTBEAT_GRACE": "5"},
+            ("$SWEEP_HEARTBEAT_GRACE=5 is not longer than $SWEEP_HEARTBEAT_INTERVAL=10",),
+        ),
+    ],
+    ids=["data-dir-is-a-file", "grace-shorter-than-interval"],
+)
+def test_more_launch_options_found_the_same_way(tmp_path: Path, storage, args, env, needles):
+    url, _ = storage
+    _refused(_launch(tmp_path, url, "--study", "quickstart", *args, env=env), *needles)
+
+
+def test_an_empty_study_name(tmp_path: Path, storage) -> None:
+    url, _ = storage
+    result = run_cli(
+        "sweep.launch", "--study", "quickstart", "--storage", url, "--study-name", " ", cwd=tmp_path
+    )
+    _refused(result, "--study-name is empty")
+
+
+def test_a_storage_path_through_a_file(tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("x")
+    url = f"sqlite:///{tmp_path / 'plain.txt' / 'x.db'}"
+    result = run_cli("sweep.launch", "--study", "quickstart", "--storage", url, cwd=tmp_path)
+    _refused(result, "plain.txt is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
+
+
+def test_a_report_into_a_folder_that_cannot_be_written(tmp_path: Path) -> None:
+    """On a study sweep created (nothing trained); export's case is in test_dashboard."""
+    url = _study_from(tmp_path, _FIRST)
+    _refused(
+        run_cli("sweep.report", "--study", "r", "--storage", url, "--out", "/proc/r", cwd=tmp_path),
+        "--out /proc/r: cannot make the folder",
+    )
+
+
+def test_a_validation_split_that_leaves_too_few_training_images(tmp_path: Path, storage) -> None:
+    url, _ = storage
+    (tmp_path / "vs.toml").write_text("validation_split = 0.999\n")
+    _refused(
+        _launch(tmp_path, url, "--study", "vs.toml"),
+        "validation_split 0.999 leaves 5 training and 4995 validation images",
+    )

@@ -63,17 +63,17 @@ def test_workers_reserve_nvidia_gpus_the_compose_way(compose) -> None:
     assert [interpolate(d, {}) for d in device["device_ids"]] == ["0"]  # one GPU per worker
     assert [interpolate(d, {"SWEEP_GPU": "3"}) for d in device["device_ids"]] == ["3"]
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert worker["command"][:3] == ["python", "-m", "sweep.worker"]
+    assert worker["command"][:2] == ["sweep", "worker"]
     assert worker["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
 
 
 def test_the_dashboard_listens_on_loopback(compose) -> None:
-    from sweep import dashboard
+    from sweep.cli import command_parser
 
     dash = compose["services"]["dashboard"]
     assert all(p.startswith("127.0.0.1:") for p in dash["ports"])
-    assert dash["command"][:3] == ["python", "-m", "sweep.dashboard"]
-    args = dashboard.parser().parse_args(dash["command"][3:])
+    assert dash["command"][:2] == ["sweep", "dashboard"]
+    args = command_parser("dashboard").parse_args(dash["command"][2:])
     assert (args.port, args.storage) == (8080, None)  # the URL comes from $SWEEP_STORAGE
     assert dash["environment"]["SWEEP_STORAGE"] == compose["x-storage"]["SWEEP_STORAGE"]
 
@@ -127,9 +127,9 @@ def test_the_workers_command_line_runs_outside_docker(compose, tmp_path: Path) -
         interpolate(c, {"SWEEP_STUDY": "tiny.toml"})
         for c in compose["services"]["worker"]["command"]
     ]
-    assert command[:3] == ["python", "-m", "sweep.worker"]
+    assert command[:2] == ["sweep", "worker"]
     result = run_cli(
-        *command[2:], "--study-name", name, "--subset", "200", cwd=tmp_path,
+        "sweep", *command[1:], "--study-name", name, "--subset", "200", cwd=tmp_path,
         env={"SWEEP_STORAGE": POSTGRES},
     )  # fmt: skip
     try:

@@ -176,6 +176,13 @@ def test_export_writes_a_model_that_scores_what_its_trial_recorded(finished: Pat
     assert not (tmp_path / "other.keras").exists()
 
 
+def test_export_into_a_folder_that_cannot_be_written_is_one_line(finished: Path):
+    done = run_cli("sweep.export", "--study", "grid", "--out", "/proc/m.keras", cwd=finished)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "--out /proc/m.keras: cannot write it" in line
+
+
 def test_report_writes_markdown_csv_and_plots(finished: Path, tmp_path):
     out = tmp_path / "report"
     done = run_cli("sweep.report", "--study", "grid", "--out", str(out), cwd=finished)
@@ -240,9 +247,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path, tmp_path):
     from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "install Debian's chromium (apt-get install chromium; .ci/run does)"
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
@@ -315,7 +323,7 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
 
 
 def test_confidence_intervals_and_welch_match_the_textbook() -> None:
-    from sweep.verify import compare, estimate, repeat_seed
+    from sweep.commands.verify import compare, estimate, repeat_seed
 
     # n = 4, mean 0.5, s = sqrt(0.02 / 3) = 0.08165, t(0.975, 3) = 3.1824: half-width 0.1299.
     est = estimate([0.4, 0.5, 0.6, 0.5])

@@ -51,3 +51,31 @@ def test_parse_gpus(text: str, available: list[str], expected: list[str]) -> Non
 def test_parse_gpus_refuses(text: str, available: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_gpus(text, available)
+
+
+def test_tensorflows_start_up_noise_is_dropped_and_everything_else_kept() -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    probe = (
+        "import os\n"
+        "from sweep.devices import _start_up_lines_dropped\n"
+        "with _start_up_lines_dropped():\n"
+        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called "
+        "are written to STDERR\\n')\n"
+        "    os.write(2, b'I0000 00:00:1.2 1 cudart_stub.cc:31] Could not find cuda drivers\\n')\n"
+        "    os.write(2, b'F0000 00:00:1.2 1 cpu_feature_guard.cc:9] needs AVX: aborting\\n')\n"
+        "    os.write(2, b'a real error\\n')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}
+    )
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "F0000 00:00:1.2 1 cpu_feature_guard.cc:9] needs AVX: aborting",
+        "a real error",
+        "after",
+    ]

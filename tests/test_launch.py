@@ -63,7 +63,7 @@ def _one_line_error(result, *needles: str) -> None:
         ("unam", ["baseline: 923,914 parameters", "twoconv: 315,722 parameters"]),
     ],
 )
-def test_dry_run_prints_the_seeds_parameter_counts(
+def test_dry_run_prints_the_reports_parameter_counts(
     tmp_path: Path, study: str, counts: list[str]
 ) -> None:
     result = run_cli("sweep.launch", "--study", study, "--dry-run", cwd=tmp_path)
@@ -189,15 +189,3 @@ def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Pa
     )
     _one_line_error(result, "truncated or not a gzip tar archive")
     assert not (tmp_path / "sweep.db").exists()
-
-
-def test_the_readme_shows_each_clis_help(monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import REPO
-
-    from sweep import dashboard, export, launch, report, verify, worker
-
-    monkeypatch.setenv("COLUMNS", "100")
-    readme = (REPO / "README.md").read_text()
-    for module in (launch, worker, dashboard, report, verify, export):
-        help_text = module.parser().format_help().strip()
-        assert help_text in readme, f"paste `python -m {module.__name__} --help` into README.md"

@@ -1,4 +1,4 @@
-"""The families are the seeds' networks, layer for layer."""
+"""The families are the reports' networks, layer for layer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from sweep.config import FAMILIES, Params
 from sweep.models import build
 
-# Counted by hand from the seeds' code (Conv2D: 3*3*in*out + out; Dense: in*out + out;
+# Counted by hand from the reports' code (Conv2D: 3*3*in*out + out; Dense: in*out + out;
 # BatchNorm: 4 per channel); twoconv is the UNAM report's own model.summary().
-SEED_PARAMETER_COUNTS = {
+REPORT_PARAMETER_COUNTS = {
     "baseline": 896 + (15 * 15 * 32 * 128 + 128) + 1290,
     "dropout": 896 + (3 * 3 * 32 * 128 + 128) + (6 * 6 * 128 * 128 + 128) + 1290,
     "batchnorm": 896 + 4 * 32 + (15 * 15 * 32 * 128 + 128) + 4 * 128 + 1290,
@@ -19,9 +19,9 @@ SEED_PARAMETER_COUNTS = {
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_parameter_counts_match_the_seeds(family: str) -> None:
+def test_parameter_counts_match_the_reports(family: str) -> None:
     model = build(Params(family=family))
-    assert model.count_params() == SEED_PARAMETER_COUNTS[family]
+    assert model.count_params() == REPORT_PARAMETER_COUNTS[family]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -7,7 +7,7 @@ import pytest
 
 from sweep import data
 from sweep.config import Params, load_study
-from sweep.objective import scores, train
+from sweep.training import scores, train
 
 
 def test_scores_match_a_hand_computed_confusion_matrix() -> None:
@@ -51,21 +51,59 @@ def test_a_trial_whose_artifacts_cannot_be_written_still_completes(tmp_path) -> 
 
     import optuna
 
-    from sweep.artifacts import open_store
+    from sweep.artifacts import Publisher, open_store
     from sweep.config import loads_study
-    from sweep.objective import Objective
     from sweep.storage import open_storage
+    from sweep.trial import Objective
 
     spec = loads_study("[space]\nfamily = 'twoconv'\nepochs = 1\n", name="tiny", source="test")
-    study = optuna.create_study(
-        study_name="tiny", storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"),
-        direction="maximize",
-    )  # fmt: skip
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="tiny", storage=rdb, direction="maximize")
     store = open_store(tmp_path / "artifacts")
     shutil.rmtree(tmp_path / "artifacts")  # the folder vanished (an unmounted share, say)
-    objective = Objective(spec, data.load("synthetic", subset=100), artifacts=store)
+    publish = Publisher(store, rdb, keep=spec.keep_models)
+    objective = Objective(spec, data.load("synthetic", subset=100), on_complete=publish)
     study.optimize(objective, n_trials=1)
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert "artifacts" in trial.user_attrs["artifacts_error"]
     assert trial.user_attrs["test_accuracy"] >= 0
+
+
+def test_a_stop_whose_interrupt_was_swallowed_still_ends_the_trial_at_the_next_batch(
+    tmp_path,
+) -> None:
+    """The signal handler's KeyboardInterrupt can die in a ``__del__`` or a catch-all; the
+    stop event alone must end training, and the trial is requeued, not run to its end."""
+    import optuna
+
+    from sweep.config import loads_study
+    from sweep.errors import Interrupted
+    from sweep.loop import run_trials
+    from sweep.stop import StopEvent
+    from sweep.storage import open_storage
+    from sweep.trial import Objective
+
+    spec = loads_study("[space]\nepochs = 40\nbatch_size = 32\n", name="s", source="test")
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    stop = StopEvent()
+
+    class SetStopAfterTwoEpochs(Objective):
+        def __call__(self, trial: optuna.Trial) -> float:
+            real_report = trial.report
+
+            def report(value: float, step: int) -> None:
+                real_report(value, step)
+                if step == 1:
+                    stop.set()  # the event only: no KeyboardInterrupt is raised here
+
+            trial.report = report  # type: ignore[method-assign]
+            return super().__call__(trial)
+
+    objective = SetStopAfterTwoEpochs(spec, data.load("synthetic", subset=300), stop=stop)
+    with pytest.raises(Interrupted):
+        run_trials(study, objective, storage=rdb, budget=1, stop=stop)
+    first, again = study.get_trials()
+    assert first.state.name == "FAIL" and len(first.intermediate_values) == 2
+    assert again.state.name == "WAITING" and again.params == first.params

@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from sweep import storage
+from sweep.study import peek
 
 
 def test_a_running_trial_that_never_beat_goes_stale(
@@ -58,9 +59,9 @@ def test_the_study_lock_excludes_other_processes(tmp_path: Path) -> None:
     rdb = storage.open_storage(url)
     probe = (
         "import sys, time, optuna; from sweep import storage; "
-        f"study = optuna.load_study(study_name='s', storage=storage.open_storage({url!r}))\n"
+        f"rdb = storage.open_storage({url!r})\n"
         "print('ready', flush=True); sys.stdin.readline()\n"
-        "with storage.study_lock(study._storage, 's'): print(time.time())"
+        "with storage.study_lock(rdb, 's'): print(time.time())"
     )
     optuna.create_study(study_name="s", storage=rdb)
     other = subprocess.Popen(
@@ -89,7 +90,8 @@ def test_every_call_optunas_cache_makes_on_the_database_is_retried() -> None:
 
     called = set(re.findall(r"self\._backend\.(\w+)", inspect.getsource(_cached_storage)))
     local = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "delete_study"}
-    cls = storage._storage_class()
+    from sweep._optuna import SweepStorage as cls
+
     for name in sorted(called - local):
         assert hasattr(getattr(cls, name), "__wrapped__"), name
 
@@ -99,7 +101,9 @@ import sys, time
 from pathlib import Path
 import optuna
 from sweep import storage
-from sweep.worker import run_trials
+from sweep.study import peek
+from sweep.loop import run_trials
+from sweep.stop import StopEvent
 
 url, go = sys.argv[1], Path(sys.argv[2])
 def wait(flag):
@@ -118,7 +122,7 @@ def objective(trial):
     time.sleep(0.3)
     return 0.5
 
-print(run_trials(study, objective, budget=3))
+print(run_trials(study, objective, storage=rdb, budget=3, stop=StopEvent()))
 """
 
 
@@ -184,7 +188,7 @@ def test_peeking_at_a_new_database_finds_nothing_and_writes_nothing(tmp_path: Pa
     _psql(f"CREATE DATABASE {name}")
     try:
         url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        assert storage.peek_study_attrs(url, "s") is None  # no tables yet: not an error
+        assert peek(url, "s") is None  # no tables yet: not an error
     finally:
         _psql(f"DROP DATABASE {name} WITH (FORCE)")
     other = tmp_path / "other.db"
@@ -193,7 +197,7 @@ def test_peeking_at_a_new_database_finds_nothing_and_writes_nothing(tmp_path: Pa
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE notes (x)")
     before = other.read_bytes()
-    assert storage.peek_study_attrs(f"sqlite:///{other}", "s") is None
+    assert peek(f"sqlite:///{other}", "s") is None
     assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "other.db"
     ]

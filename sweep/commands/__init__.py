@@ -1,0 +1,1 @@
+"""The commands of ``sweep`` (:mod:`sweep.cli`), one module each, thin over the core."""

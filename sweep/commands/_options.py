@@ -1,0 +1,233 @@
+"""Options the commands share, declared once, and the one place they become a RunOptions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweep import artifacts, study
+from sweep.config import DATASETS, StudySpec, load_study
+from sweep.errors import UserError
+from sweep.run import RunOptions, budget, with_overrides
+from sweep.storage import (
+    HEARTBEAT_GRACE_S,
+    HEARTBEAT_INTERVAL_S,
+    check_url,
+    default_url,
+    in_memory,
+    open_storage,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "add_artifacts_option",
+    "add_existing_study_options",
+    "add_run_options",
+    "add_storage_option",
+    "check_environment",
+    "open_existing",
+    "positive",
+    "run_from_file",
+    "storage_url",
+]
+
+log = logging.getLogger("sweep")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="storage URL (default: $SWEEP_STORAGE, else sqlite:///sweep.db); "
+        "sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DB",
+    )
+
+
+def add_artifacts_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="artifact folder: the trials' figures and kept models (default: "
+        "$SWEEP_ARTIFACTS, else beside the SQLite file: sweep.db -> sweep-artifacts/)",
+    )
+
+
+def add_existing_study_options(p: argparse.ArgumentParser) -> None:
+    """``--study`` and ``--storage`` of the commands that read a study sweep made."""
+    p.add_argument("--study", required=True, metavar="NAME", help="the study's name in the storage")
+    add_storage_option(p)
+
+
+def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
+    """The options that name the study, its storage and its data."""
+    p.add_argument("--study", required=True, metavar="NAME", help=study_help)
+    add_storage_option(p)
+    p.add_argument(
+        "--study-name",
+        default=None,
+        metavar="NAME",
+        help="name of the study in the storage (default: the study file's name)",
+    )
+    p.add_argument(
+        "--n-trials",
+        type=positive,
+        metavar="N",
+        default=None,
+        help="the study's total trial budget, shared by all workers (default: the study file's)",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="override the dataset")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="where cifar-10-python.tar.gz or cifar-10-batches-py/ is "
+        "(default: $SWEEP_DATA_DIR, else ~/.keras/datasets, downloading if absent)",
+    )
+    p.add_argument(
+        "--subset",
+        type=positive,
+        metavar="N",
+        default=None,
+        help="use N training images and N/5 test images, for quick runs",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=positive,
+        default=None,
+        metavar="E",
+        help="cap every trial's epochs at E",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
+    p.add_argument(
+        "--replace-study-file",
+        action="store_true",
+        help="resume a study with a study file other than the one it was created from (the "
+        "old file is kept in the study); a new baseline or a dimension Optuna cannot change "
+        "is still refused",
+    )
+    add_artifacts_option(p)
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    """``--storage``, else ``$SWEEP_STORAGE``, else the embedded default; checked once."""
+    url: str = args.storage or default_url()
+    check_url(url)
+    if in_memory(url):
+        raise UserError(
+            f"storage {url} is an in-memory database: it lives and dies with this one process, "
+            "so no worker, resume or dashboard would see the study; use a file, such as "
+            "sqlite:///sweep.db"
+        )
+    return url
+
+
+def artifacts_dir(args: argparse.Namespace, url: str) -> Path:
+    return (args.artifacts or artifacts.default_dir(url)).absolute()
+
+
+def _spec(args: argparse.Namespace) -> StudySpec:
+    spec = with_overrides(load_study(args.study), dataset=args.dataset, seed=args.seed)
+    if spec.sampler.name == "gp":
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise UserError(
+                f"{spec.source}: sampler.name: the gp sampler needs PyTorch; "
+                "pip install torch, or use tpe"
+            )
+    return spec
+
+
+def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:
+    """The run of the study file ``--study`` with the command line's options, checked."""
+    spec = _spec(args)
+    return RunOptions(
+        study_name=spec.name if args.study_name is None else args.study_name,
+        url=url,
+        spec=spec,
+        budget=budget(spec, args.n_trials),
+        subset=args.subset,
+        max_epochs=args.max_epochs,
+        data_dir=args.data_dir,
+        artifacts=artifacts_dir(args, url),
+        replace_file=args.replace_study_file,
+    )
+
+
+def open_existing(
+    args: argparse.Namespace,
+) -> tuple[optuna.Study, optuna.storages.RDBStorage, RunOptions]:
+    """The study ``--study`` that sweep created in ``--storage``, its storage and its run;
+    creates nothing.
+
+    Raises:
+        UserError: a bad URL, a server that does not answer, no such study, or a study that
+            sweep did not make; all found before the storage is opened for writing.
+    """
+    import optuna
+
+    url = storage_url(args)
+    run = study.stored_run(
+        url,
+        args.study,
+        data_dir=getattr(args, "data_dir", None),
+        artifacts=artifacts_dir(args, url) if hasattr(args, "artifacts") else Path(),
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, check=False)
+    return optuna.load_study(study_name=args.study, storage=storage), storage, run
+
+
+# Environment variables that tune a run: name -> (smallest value allowed, what it means).
+_NUMERIC_ENV = {
+    "SWEEP_HEARTBEAT_INTERVAL": (1, "seconds between a trial's heartbeats"),
+    "SWEEP_HEARTBEAT_GRACE": (1, "seconds without a heartbeat before a trial is stale"),
+    "SWEEP_STORAGE_RETRY": (0, "seconds a lost storage connection is retried"),
+    "SWEEP_WORKER_INDEX": (-1, "this worker's index, set by sweep launch"),
+    "SWEEP_GPU_MEMORY_MB": (1, "GPU memory limit per worker, in MB"),
+}
+
+
+def check_environment() -> None:
+    """Refuse a bad ``SWEEP_*`` environment variable in one line, before anything runs."""
+    for name, (least, meaning) in _NUMERIC_ENV.items():
+        value = os.environ.get(name, "")
+        if not value:
+            continue
+        try:
+            ok = int(value) >= least
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(
+                f"${name}={value!r}: expected a whole number >= {least} ({meaning}); "
+                "fix or unset it"
+            )
+    if HEARTBEAT_GRACE_S <= HEARTBEAT_INTERVAL_S:
+        raise UserError(
+            f"$SWEEP_HEARTBEAT_GRACE={HEARTBEAT_GRACE_S} is not longer than "
+            f"$SWEEP_HEARTBEAT_INTERVAL={HEARTBEAT_INTERVAL_S}: every running trial would look "
+            "dead; make the grace longer"
+        )
+    level = os.environ.get("SWEEP_LOG_LEVEL", "")
+    if level and not isinstance(logging.getLevelName(level.upper()), int):
+        raise UserError(f"$SWEEP_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")

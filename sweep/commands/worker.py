@@ -1,0 +1,91 @@
+"""``sweep worker``: one worker process; take trials of a study until its budget is spent.
+
+What ``sweep launch`` starts once per CPU share or GPU slot, and what docker-compose runs on
+each GPU host. Any number of workers, on any number of hosts, share one study through its
+storage. A worker reads the study file, the data settings, the budget and the epoch cap from
+the study, so ``sweep worker --study NAME --storage URL`` needs no file on its host; given a
+study file for a study that does not exist yet, it creates the study from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from sweep import loop, study
+from sweep.commands import _options
+from sweep.commands._serve import serve
+from sweep.config import find_study_file, names_a_file
+from sweep.errors import UserError
+from sweep.run import RunOptions
+from sweep.stop import StopEvent
+
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
+
+log = logging.getLogger("sweep")
+
+HELP = "one worker: take trials of a study until its budget is spent (any host)"
+DESCRIPTION = (
+    "One worker: take trials of a study until its budget is spent, then exit 0. Start as "
+    "many as you like, on any host that reaches the storage; each reads the study's settings "
+    "from the storage."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _options.add_run_options(
+        p,
+        study_help="the study's name in the storage; or, to create it, a study name from "
+        "studies/ or a path to a .toml file",
+    )
+
+
+def _run_options(args: argparse.Namespace, url: str) -> tuple[RunOptions, bool]:
+    """The run, and whether this worker creates the study. The study file is read only when
+    the study does not exist yet."""
+    name = args.study_name or (
+        find_study_file(args.study).stem if names_a_file(args.study) else args.study
+    )
+    stored = study.peek(url, name)
+    if stored is None or stored.file_text is None:
+        the_run = _options.run_from_file(args, url)  # this worker creates the study
+        study.check_against(the_run, stored)
+        return the_run, True
+    the_run = study.stored_run(
+        url,
+        name,
+        data_dir=args.data_dir,
+        artifacts=_options.artifacts_dir(args, url),
+        budget=args.n_trials,
+        max_epochs=args.max_epochs,
+        stored=stored,
+    )
+    asked = {"dataset": args.dataset, "seed": args.seed, "subset": args.subset}
+    for key, value in asked.items():
+        have = the_run.fingerprint()[key]
+        if value is not None and value != have:
+            raise UserError(
+                f"study {name!r} runs with {key} {have}, not {value}; drop --{key}, or pass "
+                "--study-name NEW for a new study"
+            )
+    return the_run, False
+
+
+def run(args: argparse.Namespace, stop: StopEvent) -> int:
+    url = _options.storage_url(args)
+    the_run, create = _run_options(args, url)
+    index = int(os.environ.get("SWEEP_WORKER_INDEX", "-1"))
+    the_study, ran, interrupted = serve(the_run, stop=stop, worker=index, create=create)
+    name = the_study.study_name
+    if interrupted:
+        log.warning(
+            "interrupted: the trial it was running, if any, was requeued; study %r has %d of "
+            "%d trials",
+            name,
+            loop.finished(the_study),
+            the_run.budget,
+        )
+        return 130
+    log.info("study %r: budget of %d spent; this worker ran %d", name, the_run.budget, ran)
+    return 0

@@ -1,0 +1,214 @@
+"""The trial loop: claim a trial, run it, tell the storage, until the study's budget is spent.
+
+The budget belongs to the study, not to the process: a trial counts once it has finished
+(complete, pruned, or failed on its own account) or while it runs. Checking the budget and
+claiming a trial happen under :func:`sweep.storage.study_lock`, so N workers end with exactly
+the budget, never more. A worker with nothing left to claim waits while other workers' trials
+run: if one of those workers dies, its trial goes stale and a waiting worker runs it again.
+Each trial runs through ``study.optimize(n_trials=1)``, which claims enqueued trials (the
+baseline, the grid points, retries) before sampling new ones and keeps the trial's heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from sweep import _optuna, records
+from sweep.errors import Interrupted, TrialFailure
+from sweep.stop import StopEvent
+from sweep.storage import HEARTBEAT_INTERVAL_S, study_lock
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["counts", "finished", "requeue_trials_of", "run_trials", "worker_id"]
+
+log = logging.getLogger(__name__)
+
+OnTrialEnd = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def worker_id(pid: int) -> str:
+    """How a trial names the process that ran it (its record's ``worker``)."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
+    """(finished, running) among ``trials`` that count against the budget; a failed trial
+    that was run again (a dead worker's, an interrupted one) does not count."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retried = {n for t in trials for n in Retry.retry_history(t)}
+    counted = [t for t in trials if t.number not in retried]
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return (
+        sum(t.state in done for t in counted),
+        sum(t.state == TrialState.RUNNING for t in counted),
+    )
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count against the budget: complete, pruned, or failed by themselves."""
+    return counts(study.get_trials(deepcopy=False))[0]
+
+
+class _OwnFailureLog(logging.Filter):
+    """Drops Optuna's own report of a failed trial: :func:`run_trials` reports each failure
+    once, in one line (a traceback only for an unexpected exception, none for Ctrl-C)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " failed with " not in record.getMessage()
+
+
+def _quiet_optuna_failures() -> None:
+    optuna_log = logging.getLogger(_optuna.OPTIMIZE_LOGGER)
+    if not any(isinstance(f, _OwnFailureLog) for f in optuna_log.filters):
+        optuna_log.addFilter(_OwnFailureLog())
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    storage: optuna.storages.RDBStorage,
+    budget: int,
+    stop: StopEvent,
+    on_trial_end: Sequence[OnTrialEnd] = (),
+) -> int:
+    """Run trials until the study has ``budget`` finished ones; return how many ran here.
+
+    A pruned trial ends PRUNED. A trial that diverges ends PRUNED too, with the reason in its
+    record's ``failure``, so it spends budget but can never be the best. Any other exception
+    inside a trial is recorded in ``failure`` and the trial ends FAIL; the loop goes on.
+    Once ``stop`` is set (Ctrl-C, SIGTERM), the running trial is failed and enqueued again
+    with its params (it spends no budget) and :class:`~sweep.errors.Interrupted` is raised.
+
+    Args:
+        storage: The storage ``study`` was opened with (its lock and heartbeat).
+        on_trial_end: Called after each trial this process ran is told; a failure there is
+            logged, never fatal (the trial is stored already).
+    """
+    import optuna
+
+    _quiet_optuna_failures()
+    worker = worker_id(os.getpid())
+    claim = contextlib.ExitStack()
+
+    def guarded(trial: optuna.Trial) -> float:
+        # Beat once before letting go of the lock, so that no other worker ever sees this
+        # trial RUNNING without a heartbeat (the storage fails such trials as orphans).
+        if storage.get_heartbeat_interval():
+            storage.record_heartbeat(_optuna.trial_id(trial))
+        claim.close()
+        records.write_worker(trial, worker)
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except TrialFailure as exc:
+            records.write_failure(trial, str(exc))
+            log.warning("trial %d: %s", trial.number, exc)
+            raise optuna.TrialPruned(str(exc)) from None
+        except KeyboardInterrupt:
+            _requeue(study, trial)
+            raise
+        except Exception as exc:
+            if stop.is_set():  # the interrupt, wrapped by a library on its way up
+                _requeue(study, trial)
+                raise KeyboardInterrupt from exc
+            records.write_failure(trial, f"{type(exc).__name__}: {exc}")
+            log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            raise
+
+    def told(done: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        for hook in on_trial_end:
+            try:
+                hook(done, frozen)
+            except Exception:  # noqa: BLE001 - the trial is stored already; keep working
+                log.warning("after trial %d:\n%s", frozen.number, traceback.format_exc())
+
+    ran = 0
+    try:
+        while not stop.is_set():
+            with claim:
+                claim.enter_context(study_lock(storage, study.study_name))
+                # Fail dead workers' trials first: a stale RUNNING trial would hold budget.
+                _fail_stale(study)
+                done, running = counts(study.get_trials(deepcopy=False))
+                if done >= budget:
+                    return ran
+                if done + running < budget:
+                    # The lock is held until the objective starts: the claimed trial counts.
+                    try:
+                        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[told])
+                    except optuna.exceptions.UpdateFinishedTrialError as exc:
+                        # Its heartbeat lapsed (the storage was away longer than the grace
+                        # period) and another worker failed it; it runs again as a retry.
+                        log.warning("a trial was failed by another worker while it ran: %s", exc)
+                    ran += 1
+                    continue
+            # Other workers' trials are running: wait for them to finish, or to go stale.
+            stop.wait(min(HEARTBEAT_INTERVAL_S, 2))
+    except KeyboardInterrupt:
+        pass  # the signal's own interrupt; the running trial was requeued by `guarded`
+    raise Interrupted("the running trial, if any, was requeued; run the same command to resume")
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail (and requeue, by the storage's callback) trials whose heartbeat stopped."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Enqueue an interrupted trial again, as a dead worker's is: its failed run spends no
+    budget, because its number lands in the new trial's retry history."""
+    frozen = study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
+    _retry(study, frozen)
+
+
+def _retry(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+
+
+def requeue_trials_of(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, workers: set[str]
+) -> int:
+    """Fail and enqueue again the RUNNING trials of killed ``workers``; return how many.
+
+    What a surviving worker would do once their heartbeats went stale, done at once by the
+    process that killed them.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    requeued = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if records.read(t).worker not in workers:
+            continue
+        try:
+            if not storage.set_trial_state_values(_optuna.trial_id(t), state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished after all
+        _retry(study, t)
+        requeued += 1
+    return requeued

@@ -1,0 +1,108 @@
+"""Storage calls that ride out a lost connection: the one place where retries live.
+
+A PostgreSQL restart, a failover or SQLite's lock wait running out makes a storage call fail
+with a connection error. Such a call is retried with backoff for up to
+:data:`STORAGE_RETRY_S` seconds; after that it raises :class:`~sweep.errors.StorageUnavailable`
+and the process stops, its completed trials already stored. A bad query, a missing table or
+bad data is not retried.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sweep.errors import StorageUnavailable
+
+__all__ = ["STORAGE_RETRY_S", "env_number", "is_connection_error", "retrying", "with_retries"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def env_number(name: str, default: float) -> float:
+    """``$name`` as a number; a bad value falls back here and is reported, as one line, by
+    the command's environment check before anything runs."""
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+# How long a storage call keeps retrying a lost connection (a PostgreSQL restart takes seconds).
+STORAGE_RETRY_S = env_number("SWEEP_STORAGE_RETRY", 120)
+
+# psycopg 3 raises these (or subclasses: AdminShutdown, ...) when the server goes away.
+_PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused connection, or SQLite's lock wait running out: worth retrying."""
+    import sqlalchemy
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlalchemy.exc.DBAPIError):
+            if cause.connection_invalidated:
+                return True
+            kinds = type(cause.orig).__mro__
+            if any(
+                k.__module__.startswith("psycopg") and k.__name__ in _PSYCOPG_CONNECTION
+                for k in kinds
+            ):
+                return True
+            return "database is locked" in str(cause.orig)
+        cause = cause.__cause__
+    return False
+
+
+_retrying_now = threading.local()
+
+
+def with_retries(call: Callable[[], _T], what: str) -> _T:
+    """``call()``, retried with backoff while the storage's connection is lost.
+
+    Calls nested in a retried call (``get_all_trials`` calls ``_get_trials``) are not retried
+    again, so one outage costs at most :data:`STORAGE_RETRY_S`.
+
+    Raises:
+        StorageUnavailable: the connection did not come back within the window.
+    """
+    if getattr(_retrying_now, "active", False):
+        return call()
+    deadline = time.monotonic() + STORAGE_RETRY_S
+    delay = 0.5
+    _retrying_now.active = True
+    try:
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(
+                        f"the storage did not answer for {STORAGE_RETRY_S:g} s ({what}); "
+                        "completed trials are kept: run the same command once it is back"
+                    ) from exc
+                log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+    finally:
+        _retrying_now.active = False
+
+
+def retrying(method: Callable[..., _T]) -> Callable[..., _T]:
+    """``method`` with :func:`with_retries` around every call."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> _T:
+        return with_retries(lambda: method(self, *args, **kwargs), method.__name__)
+
+    return call

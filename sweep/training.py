@@ -1,0 +1,121 @@
+"""Training one network: the core every trial and every ``verify`` repeat runs.
+
+:func:`train` builds a family's model, fits it on the data with the given callbacks (pruning,
+per-epoch logging), and scores it on the test set; :func:`scores` turns predictions into the
+metrics a trial records. Nothing here knows about Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from sweep import data, models
+from sweep.config import Params, StudySpec
+from sweep.errors import TrialFailure
+from sweep.records import Scores
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+    from sweep._callbacks import EpochLog
+
+__all__ = ["diverged", "scores", "train", "trial_seed"]
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The training seed of trial ``number``: reproducible, and different for every trial."""
+    return study_seed * 100_003 + number
+
+
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, cross-entropy loss, macro precision and recall, and the confusion matrix
+    (true class by predicted class, as lists) from predictions."""
+    import numpy as np
+
+    n_classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.bincount(
+        labels * n_classes + predicted, minlength=n_classes * n_classes
+    ).reshape(n_classes, n_classes)
+    true_pos = np.diag(confusion).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.nan_to_num(true_pos / confusion.sum(axis=0))
+        recall = np.nan_to_num(true_pos / confusion.sum(axis=1))
+    # Clipped as Keras's sparse categorical cross-entropy does.
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(-np.log(picked).mean()),
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "confusion": confusion.tolist(),
+    }
+
+
+def train(
+    params: Params,
+    splits: data.Splits,
+    *,
+    spec: StudySpec,
+    seed: int,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    epoch_log: EpochLog | None = None,
+) -> tuple[keras.Model, Scores]:
+    """Train ``params``' model on ``splits`` and score it on the test set.
+
+    ``epoch_log`` collects the per-epoch metrics; pass one to read them after a pruned run.
+
+    Raises:
+        TrialFailure: the loss became NaN or infinite (the run diverged).
+    """
+    import keras
+
+    from sweep._callbacks import EpochLog  # Keras: imported where a model trains
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = models.build(params)
+    augment = data.augmenter(spec.augmentation, params.augment, seed=seed)
+    train_ds = data.train_dataset(
+        splits.x_train,
+        splits.y_train,
+        batch_size=params.batch_size,
+        seed=seed,
+        augment=augment,
+    )
+    val_ds = data.eval_dataset(splits.x_val, splits.y_val)
+    epochs = epoch_log or EpochLog()
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=params.epochs,
+        verbose=0,
+        callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+    )
+    seconds = time.perf_counter() - start
+    loss = epochs.history.get("loss", [])
+    if not loss or not all(math.isfinite(v) for v in loss):
+        raise TrialFailure(diverged(loss))
+    probabilities = model.predict(data.eval_dataset(splits.x_test, splits.y_test), verbose=0)
+    test = scores(probabilities, splits.y_test)
+    return model, Scores(
+        val_accuracy=float(epochs.history["val_accuracy"][-1]),
+        test_accuracy=test["accuracy"],
+        test_loss=test["loss"],
+        precision=test["precision"],
+        recall=test["recall"],
+        epochs_run=len(loss),
+        train_seconds=seconds,
+        n_params=model.count_params(),
+        history=epochs.history,
+        confusion=test["confusion"],
+    )
+
+
+def diverged(loss: list[float]) -> str:
+    last = loss[-1] if loss else float("nan")
+    return f"diverged: training loss became {last} in epoch {len(loss)}"

@@ -1,0 +1,115 @@
+"""One trial: suggest its params, build its family, train with pruning, evaluate, record.
+
+The objective value is the validation accuracy after the last epoch (maximize); the test set is
+only evaluated and recorded, never used to select. What a trial records is a
+:class:`~sweep.records.TrialRecord`. Once a trial completes, and while it still runs (Optuna
+lets only a running trial take artifacts), the objective calls its ``on_complete`` hook with
+the trained model: that is how figures and kept models are published (:mod:`sweep.artifacts`),
+without the trainer knowing about them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from sweep import data, records
+from sweep.config import Params, StudySpec
+from sweep.errors import TrialFailure
+from sweep.records import Completed
+from sweep.space import suggest
+from sweep.stop import StopEvent
+from sweep.training import diverged, train, trial_seed
+
+if TYPE_CHECKING:
+    import keras
+    import optuna
+
+__all__ = ["Objective", "OnComplete"]
+
+log = logging.getLogger(__name__)
+
+
+OnComplete = Callable[["optuna.Trial", Completed], None]
+
+
+class Objective:
+    """The Optuna objective of a study: one call trains and records one trial.
+
+    The data is loaded once, by the caller, and shared by every trial of the process.
+    ``on_complete`` runs after a trial's scores are recorded, while the trial still runs; an
+    ``OSError`` there (a full or vanished artifact folder) is recorded on the trial, which
+    still completes. Once ``stop`` is set, training stops before its next batch, even where
+    the signal's own interrupt was swallowed on its way up.
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        splits: data.Splits,
+        *,
+        max_epochs: int | None = None,
+        on_complete: OnComplete | None = None,
+        stop: StopEvent | None = None,
+    ):
+        self.spec = spec
+        self.splits = splits
+        self.max_epochs = max_epochs
+        self.on_complete = on_complete
+        self.stop = stop
+
+    def params(self, trial: optuna.Trial) -> Params:
+        params = suggest(trial, self.spec)
+        if self.max_epochs is not None and params.epochs > self.max_epochs:
+            params = replace(params, epochs=self.max_epochs)
+        return params
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+        from optuna_integration.keras import KerasPruningCallback
+
+        # Keras: imported where a model trains
+        from sweep._callbacks import EpochLog, ReportOnly, StopWhenAsked
+
+        params = self.params(trial)
+        seed = trial_seed(self.spec.seed, trial.number)
+        records.write_start(trial, params, seed=seed)
+        # The baseline is never pruned: every other trial is measured against it.
+        pruning = (
+            ReportOnly(trial)
+            if records.is_baseline(trial)
+            else KerasPruningCallback(trial, "val_accuracy")
+        )
+        callbacks: list[keras.callbacks.Callback] = [pruning]
+        if self.stop is not None:
+            callbacks.append(StopWhenAsked(self.stop.is_set))
+        epoch_log = EpochLog()
+        try:
+            model, result = train(
+                params,
+                self.splits,
+                spec=self.spec,
+                seed=seed,
+                callbacks=callbacks,
+                epoch_log=epoch_log,
+            )
+        except (optuna.TrialPruned, TrialFailure):
+            records.write_partial(trial, epochs_run=epoch_log.epochs, history=epoch_log.history)
+            loss = epoch_log.history.get("loss", [])
+            if loss and not math.isfinite(loss[-1]):
+                # The pruner may stop a run in the very epoch its loss blew up: say why.
+                records.write_failure(trial, diverged(loss))
+            raise
+        base = records.baseline(records.read_all(trial.study))
+        records.write_scores(trial, result, base)
+        if self.on_complete is not None:
+            done = Completed(params, result, model, None if records.is_baseline(trial) else base)
+            try:
+                self.on_complete(trial, done)
+            except OSError as exc:  # a full or vanished artifact folder costs files, not the trial
+                log.warning("trial %d: could not write its artifacts: %s", trial.number, exc)
+                records.write_artifacts_error(trial, str(exc))
+        return result.val_accuracy

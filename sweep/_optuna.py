@@ -8,8 +8,11 @@ the major version those tests pass on.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import json
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sweep.retry import retrying
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = [
     "OPTIMIZE_LOGGER",
     "PRIVATE_NAMES",
+    "claiming",
+    "fill_url_template",
     "forget_artifact",
     "study_id",
     "trial_id",
@@ -42,6 +47,8 @@ PRIVATE_NAMES = (
     ("optuna.storages", "RDBStorage._get_best_trial_id"),
     ("optuna.storages._rdb.models", "TrialHeartbeatModel"),
     ("optuna.storages._rdb.models", "TrialModel"),
+    ("optuna.storages._rdb.models", "SCHEMA_VERSION"),
+    ("optuna.storages", "RDBStorage._fill_storage_url_template"),
     ("optuna.artifacts._upload", "ARTIFACTS_ATTR_PREFIX"),
 )
 
@@ -58,6 +65,14 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return int(trial._trial_id)
 
 
+def fill_url_template(url: str) -> str:
+    """``url`` with Optuna's ``{SCHEMA_VERSION}`` placeholder filled in, as RDBStorage fills
+    it, so that sweep names the same database the optuna CLI and the dashboard do."""
+    import optuna
+
+    return str(optuna.storages.RDBStorage._fill_storage_url_template(url))
+
+
 def forget_artifact(storage: optuna.storages.BaseStorage, sid: int, artifact_id: str) -> None:
     """Unlist a study artifact whose file was removed. Optuna has no public call for it; this
     writes what optuna-dashboard's own "delete" writes (its meta set to null)."""
@@ -69,8 +84,8 @@ def forget_artifact(storage: optuna.storages.BaseStorage, sid: int, artifact_id:
 # Every storage call that reaches the database while a sweep runs: BaseStorage's public ones,
 # and the private ones Optuna's _CachedStorage (what a Study wraps an RDBStorage in) calls on
 # its backend, so those must be wrapped too. _create_new_trial is not idempotent: if a
-# commit's reply is lost, the retry makes a second trial, RUNNING with no heartbeat; the stale
-# check below fails it.
+# commit's reply is lost, the retry makes a second trial, RUNNING (with its first heartbeat,
+# see _beat_on_claim) that no worker runs; it goes stale after the grace period and is failed.
 _RETRIED = (
     "create_new_study", "get_study_id_from_name", "get_study_name_from_id",
     "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
@@ -91,38 +106,31 @@ def _storage_class() -> type[Any]:
     from optuna.storages._rdb import models
 
     class SweepStorage(optuna.storages.RDBStorage):
-        """Optuna's RDBStorage that rides out a lost connection and a heartbeat never beaten.
+        """Optuna's RDBStorage that rides out a lost connection, whose claims beat at once,
+        and whose SQLite reads never wait for a writer.
 
         Published as ``sweep._optuna.SweepStorage``, so a study opened with it pickles as a
         stock RDBStorage's does.
         """
 
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            # Optuna's only hook for deciding which trials are stale, and it skips RUNNING
-            # trials with no heartbeat row: a worker killed between claiming a trial and its
-            # first beat would hold that trial RUNNING forever. datetime_start is written with
-            # the writer's clock, as compared here.
-            stale = super()._get_stale_trial_ids(study_id)
-            grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
-            cutoff = datetime.now() - grace
-            running = self.get_all_trials(
-                study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-            )
-            beating = set(self._trials_with_heartbeat(study_id))
-            for t in running:
-                start = t.datetime_start
-                if trial_id(t) not in beating and start is not None and start < cutoff:
-                    stale.append(trial_id(t))
-            return sorted(set(stale))
-
         def configure_engine(self) -> None:
-            """SQLite: WAL journaling, and every transaction takes the write lock when it
-            begins. Re-applied when the storage is unpickled (RDBStorage rebuilds its engine).
+            """Hook the claim heartbeat and, on SQLite, WAL journaling and transactions that
+            take the write lock when they begin unless they only read. Re-applied when the
+            storage is unpickled (RDBStorage rebuilds its engine and session there).
 
             SQLite's default deferred transactions read first and upgrade to a write lock
             later; when another process wrote in between, the upgrade fails at once with
             "database is locked", whatever the busy timeout. BEGIN IMMEDIATE waits instead.
+            A read-only transaction begins deferred: under WAL it reads a snapshot, waits for
+            no writer and blocks none.
             """
+            self.claiming = False
+            for event, hook in (
+                ("before_flush", self._note_claims),
+                ("before_commit", self._beat_on_claim),
+                ("after_rollback", self._forget_claims),
+            ):
+                sqlalchemy.event.listen(self.scoped_session, event, hook)
             url = self.engine.url
             if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
                 return  # an in-memory database lives in its one connection: leave it be
@@ -132,7 +140,7 @@ def _storage_class() -> type[Any]:
 
             @sqlalchemy.event.listens_for(self.engine, "begin")
             def _begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("BEGIN" if _reading.get() else "BEGIN IMMEDIATE")
 
             @sqlalchemy.event.listens_for(self.engine, "connect")
             def _connect(dbapi_conn: Any, _: Any) -> None:
@@ -143,25 +151,84 @@ def _storage_class() -> type[Any]:
 
             self.engine.dispose()  # connections opened before this point had the defaults
 
+        def _note_claims(self, session: Any, *_: Any) -> None:
+            # A trial becomes RUNNING when claimed: a new one at its insert, an enqueued one
+            # when its state changes. (Optuna also inserts every trial RUNNING first and then
+            # sets its real state, so the state is checked again at commit.)
+            if not self.claiming:
+                return
+            running = optuna.trial.TrialState.RUNNING
+            claims = session.info.setdefault("sweep_claims", set())
+            for obj in session.new:
+                if isinstance(obj, models.TrialModel) and obj.state == running:
+                    claims.add(obj)
+            for obj in session.dirty:
+                if (
+                    isinstance(obj, models.TrialModel)
+                    and obj.state == running
+                    and sqlalchemy.inspect(obj).attrs.state.history.added
+                ):
+                    claims.add(obj)
+
+        def _beat_on_claim(self, session: Any) -> None:
+            # Optuna's heartbeat thread beats only once the trial is claimed, and Optuna never
+            # calls a RUNNING trial with no heartbeat row stale: a worker killed in between
+            # would hold its trial forever. While this process claims (``claiming``), the
+            # first beat is written in the claim's own transaction, so every trial a worker
+            # claimed has one. Trials made elsewhere (ask-and-tell) are left as Optuna would.
+            if not self.claiming:
+                return
+            session.flush()  # note what this commit would flush
+            claims = session.info.pop("sweep_claims", set())
+            with session.no_autoflush:
+                for trial in claims:
+                    if trial.state == optuna.trial.TrialState.RUNNING and not trial.heartbeats:
+                        trial.heartbeats.append(models.TrialHeartbeatModel())
+
+        def _forget_claims(self, session: Any, *_: Any) -> None:
+            session.info.pop("sweep_claims", None)
+
         def __setstate__(self, state: dict[Any, Any]) -> None:
             super().__setstate__(state)
             self.configure_engine()
 
-        def _trials_with_heartbeat(self, study_id: int) -> list[int]:
-            # Which trials have a heartbeat row is not exposed; read Optuna's own table.
-            beat, trial = models.TrialHeartbeatModel, models.TrialModel
-            query = (
-                sqlalchemy.select(beat.trial_id)
-                .join(trial, trial.trial_id == beat.trial_id)
-                .where(trial.study_id == study_id)
-            )
-            with self.engine.connect() as conn:
-                return [row[0] for row in conn.execute(query)]
-
     SweepStorage.__module__, SweepStorage.__qualname__ = __name__, "SweepStorage"
     for name in _RETRIED:
-        setattr(SweepStorage, name, retrying(getattr(SweepStorage, name)))
+        method = retrying(getattr(SweepStorage, name))
+        if name.lstrip("_").startswith("get_"):
+            method = _read_only(method)
+        setattr(SweepStorage, name, method)
     return SweepStorage
+
+
+# Set while a storage call only reads: its SQLite transaction then begins deferred.
+_reading: contextvars.ContextVar[bool] = contextvars.ContextVar("sweep_reading", default=False)
+
+
+def _read_only(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        token = _reading.set(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _reading.reset(token)
+
+    return reading
+
+
+@contextlib.contextmanager
+def claiming(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """While inside, a trial this process claims gets its first heartbeat in the claim's
+    transaction (a no-op on a storage that is not sweep's)."""
+    if not hasattr(storage, "claiming"):
+        yield
+        return
+    storage.claiming = True
+    try:
+        yield
+    finally:
+        storage.claiming = False
 
 
 def __getattr__(name: str) -> Any:

@@ -43,13 +43,9 @@ def worker_id(pid: int) -> str:
 def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
     """(finished, running) among ``trials`` that count against the budget; a failed trial
     that was run again (a dead worker's, an interrupted one) does not count."""
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        retried = {n for t in trials for n in Retry.retry_history(t)}
+    retried = records.superseded(trials)
     counted = [t for t in trials if t.number not in retried]
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     return (
@@ -106,11 +102,7 @@ def run_trials(
     claim = contextlib.ExitStack()
 
     def guarded(trial: optuna.Trial) -> float:
-        # Beat once before letting go of the lock, so that no other worker ever sees this
-        # trial RUNNING without a heartbeat (the storage fails such trials as orphans).
-        if storage.get_heartbeat_interval():
-            storage.record_heartbeat(_optuna.trial_id(trial))
-        claim.close()
+        claim.close()  # the trial is claimed, with its first heartbeat: let other workers in
         records.write_worker(trial, worker)
         try:
             return objective(trial)
@@ -121,11 +113,11 @@ def run_trials(
             log.warning("trial %d: %s", trial.number, exc)
             raise optuna.TrialPruned(str(exc)) from None
         except KeyboardInterrupt:
-            _requeue(study, trial)
+            _requeue(study, _frozen(study, trial))
             raise
         except Exception as exc:
             if stop.is_set():  # the interrupt, wrapped by a library on its way up
-                _requeue(study, trial)
+                _requeue(study, _frozen(study, trial))
                 raise KeyboardInterrupt from exc
             records.write_failure(trial, f"{type(exc).__name__}: {exc}")
             log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
@@ -151,7 +143,10 @@ def run_trials(
                 if done + running < budget:
                     # The lock is held until the objective starts: the claimed trial counts.
                     try:
-                        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[told])
+                        with _optuna.claiming(storage):
+                            study.optimize(
+                                guarded, n_trials=1, catch=(Exception,), callbacks=[told]
+                            )
                     except optuna.exceptions.UpdateFinishedTrialError as exc:
                         # Its heartbeat lapsed (the storage was away longer than the grace
                         # period) and another worker failed it; it runs again as a retry.
@@ -174,28 +169,31 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _requeue(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Enqueue an interrupted trial again, as a dead worker's is: its failed run spends no
-    budget, because its number lands in the new trial's retry history."""
-    frozen = study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
-    _retry(study, frozen)
+def _frozen(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    return study.get_trials(deepcopy=False)[trial.number]  # numbers index the trial list
 
 
-def _retry(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+def _requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    """Enqueue an interrupted trial again with its params. Its failed run spends no budget
+    and no retry: those are kept for dead workers (the storage's stale-trial callback)."""
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs=frozen.user_attrs,
+            system_attrs=records.retry_attrs(frozen),
+        )
+    )
 
 
 def requeue_trials_of(
     study: optuna.Study, storage: optuna.storages.BaseStorage, workers: set[str]
 ) -> int:
-    """Fail and enqueue again the RUNNING trials of killed ``workers``; return how many.
-
-    What a surviving worker would do once their heartbeats went stale, done at once by the
-    process that killed them.
+    """Fail and enqueue again the RUNNING trials of ``workers``, killed because they did not
+    stop when asked; return how many. Like a stopped worker's, their runs spend no retry.
     """
     import optuna
     from optuna.trial import TrialState
@@ -209,6 +207,6 @@ def requeue_trials_of(
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished after all
-        _retry(study, t)
+        _requeue(study, t)
         requeued += 1
     return requeued

@@ -33,6 +33,8 @@ __all__ = [
     "read",
     "read_all",
     "repeat_attrs",
+    "retry_attrs",
+    "superseded",
     "write_artifacts_error",
     "write_failure",
     "write_partial",
@@ -250,3 +252,25 @@ def repeat_attrs(
         epochs_run=None if scores is None else scores.epochs_run,
     )
     return record.to_attrs()
+
+
+# A trial that was run again names the first attempt (Optuna's "failed_trial") and the attempts
+# between. Optuna's stale-trial callback counts its "retry_history" against its retry limit, so
+# attempts lost to a stop (Ctrl-C, SIGTERM) are listed apart, in "sweep:interrupted".
+_INTERRUPTED = "sweep:interrupted"
+
+
+def retry_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The system attrs of the copy of ``trial``, interrupted by a stop, that runs it again:
+    linked to it as Optuna links a dead worker's retry, without spending a retry."""
+    attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    return attrs | {_INTERRUPTED: [*trial.system_attrs.get(_INTERRUPTED, []), trial.number]}
+
+
+def superseded(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the failed attempts that were run again (after a dead worker or a stop)."""
+    return {
+        n
+        for t in trials
+        for n in (*t.system_attrs.get("retry_history", ()), *t.system_attrs.get(_INTERRUPTED, ()))
+    }

@@ -1,17 +1,20 @@
 """Storage URL -> Optuna storage, with engine settings that suit each backend.
 
 * SQLite (the embedded default, ``sqlite:///sweep.db``): one file, no server, one machine.
-  Every transaction begins ``IMMEDIATE`` (it takes the write lock up front, waiting up to the busy
-  timeout), so several processes never meet SQLite's "database is locked" upgrade failure; WAL
-  journaling lets readers (the dashboard) read while a worker writes.
+  Every transaction that writes begins ``IMMEDIATE`` (it takes the write lock up front, waiting
+  up to the busy timeout), so several processes never meet SQLite's "database is locked" upgrade
+  failure; one that only reads begins deferred, and WAL journaling lets it read while another
+  process writes.
 * PostgreSQL (``postgresql+psycopg://user@host/db``): for several machines. Connections are
   pre-pinged (a restarted server costs a reconnect, not a crash), pools stay small (dozens of
   workers must fit in ``max_connections``).
 
 Both get Optuna's heartbeat, so a dead worker's trial is failed and run again, and two fixes
 Optuna lacks: a storage call that loses its connection (a restarted server) is retried
-(:mod:`sweep.retry`) instead of failing the trial, and a RUNNING trial that never recorded a
-heartbeat (its worker died between claiming it and the first beat) goes stale too.
+(:mod:`sweep.retry`) instead of failing the trial, and a worker's claim writes the trial's
+first heartbeat in its own transaction, so a worker that dies right after claiming cannot leave
+its trial RUNNING forever. Trials made outside a worker (``study.ask()``, ``optuna ask``) are
+left alone, as Optuna leaves them.
 
 :func:`study_lock` serialises, across processes and hosts, the few steps that must not race:
 creating a study with its planned trials, and checking the budget before claiming a trial.
@@ -80,6 +83,13 @@ def redact(url: str) -> str:
 def _parse(url: str) -> Any:
     import sqlalchemy
 
+    if "{" in url:  # Optuna's {SCHEMA_VERSION} placeholder, filled in as Optuna fills it
+        try:
+            url = _optuna.fill_url_template(url)
+        except (KeyError, ValueError, IndexError):
+            raise UserError(
+                "storage URL has a placeholder other than {SCHEMA_VERSION}; remove the braces"
+            ) from None
     try:
         parsed = sqlalchemy.engine.make_url(url)
         parsed.port  # noqa: B018 - a port that is not a number fails here, not later
@@ -107,7 +117,7 @@ def _parse(url: str) -> Any:
 def _engine_kwargs(parsed: Any) -> dict[str, Any]:
     if parsed.get_backend_name() == "sqlite":
         # isolation_level None: pysqlite emits no BEGIN of its own; the storage's engine
-        # begins every transaction IMMEDIATE (SweepStorage.configure_engine).
+        # begins every transaction that writes IMMEDIATE (SweepStorage.configure_engine).
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     # A worker holds at most three connections at once: its trial, its heartbeat thread and,
     # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections.

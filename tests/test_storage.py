@@ -9,30 +9,108 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import storage
+from sweep import _optuna, storage
+from sweep.errors import UserError
 from sweep.study import peek
 
 
-def test_a_running_trial_that_never_beat_goes_stale(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Optuna never fails a RUNNING trial without a heartbeat row (its worker died between
-    claiming it and the first beat); here it is failed after the grace period and retried."""
+@pytest.fixture
+def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 s heartbeat, 2 s grace: staleness within a test's patience."""
     monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
-    warnings.simplefilter("ignore", UserWarning)  # ask() without optimize(): on purpose
     monkeypatch.setattr(storage, "HEARTBEAT_GRACE_S", 2)
-    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
-    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # no heartbeat
+    warnings.simplefilter("ignore", UserWarning)  # ask() without optimize(): on purpose
+
+
+def _fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-        assert study.get_trials()[0].state.name == "RUNNING"  # still young: left alone
-        time.sleep(2.5)
-        optuna.storages.fail_stale_trials(study)
-    first, retry = study.get_trials()
-    assert first.number == orphan.number and first.state.name == "FAIL"
-    assert retry.state.name == "WAITING" and retry.params == first.params
+
+
+def _heartbeats(rdb: optuna.storages.RDBStorage) -> int:
+    with rdb.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM trial_heartbeats").scalar() or 0)
+
+
+X = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+@pytest.mark.usefixtures("quick_heartbeat")
+def test_a_trial_made_by_ask_and_tell_is_never_failed_for_want_of_a_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """``optuna ask`` or ``study.ask()`` in a notebook: Optuna leaves such a trial RUNNING
+    until it is told; so must a sweep worker, however old it grows."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    rdb = storage.open_storage(url)
+    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    asked = optuna.load_study(study_name="s", storage=url).ask(X)  # the optuna CLI's storage
+    mine = study.ask(X)  # and sweep's own, outside a worker's claim
+    time.sleep(2.5)
+    _fail_stale(study)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING", "RUNNING"]
+    study.tell(asked, 0.5)
+    study.tell(mine, 0.25)
+    assert study.best_value == 0.5 and len(study.get_trials()) == 2
+
+
+@pytest.mark.usefixtures("quick_heartbeat")
+def test_a_worker_that_dies_right_after_its_claim_leaves_a_trial_that_goes_stale(
+    tmp_path: Path,
+) -> None:
+    """The first heartbeat is written in the claim's own transaction, for a new trial and
+    for an enqueued one; a worker killed before its heartbeat thread ever ran therefore
+    still leaves a trial that is failed after the grace period and run again."""
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    study.enqueue_trial({"x": 0.5})
+    with _optuna.claiming(rdb):
+        planned = study.ask(X)  # the enqueued one: WAITING -> RUNNING
+        sampled = study.ask(X)  # a new one, RUNNING from its insert
+        assert _heartbeats(rdb) == 2
+    # ... and the worker dies here, before any heartbeat of its own.
+    _fail_stale(study)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING", "RUNNING"]
+    time.sleep(2.5)
+    _fail_stale(study)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    assert {t.params["x"] for t in trials[2:]} == {planned.params["x"], sampled.params["x"]}
+
+
+def test_a_sqlite_read_never_waits_for_a_writer(tmp_path: Path) -> None:
+    """Under WAL a reader reads its snapshot; a read that took the write lock would wait the
+    whole busy timeout (60 s) behind a writer, as the dashboard and every worker read."""
+    import sqlite3
+    import threading
+
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=rdb)
+    study.tell(study.ask(X), 0.5)
+    sid = _optuna.study_id(study)
+    writer = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    read: list[int] = []
+    reader = threading.Thread(target=lambda: read.append(len(rdb.get_all_trials(sid))))
+    try:
+        reader.start()
+        reader.join(timeout=10)
+        assert read == [1], "the read waited for the writer"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        reader.join()
+
+
+def test_optunas_schema_version_placeholder_names_the_file_optuna_names(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s-v{{SCHEMA_VERSION}}.db"
+    optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    stock = optuna.storages.RDBStorage(url)  # what the optuna CLI and the dashboard open
+    assert [p.name for p in tmp_path.glob("*.db")] == [Path(stock.url).name]
+    assert optuna.get_all_study_names(stock) == ["s"]
+    with pytest.raises(UserError, match="placeholder other than"):
+        storage.open_storage(f"sqlite:///{tmp_path}/s-{{version}}.db")
 
 
 def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path: Path) -> None:

@@ -340,3 +340,42 @@ def test_sigterm_to_a_worker_requeues_its_trial(tmp_path: Path) -> None:
     again = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     assert again.state.name == "WAITING" and again.params == victim.params
     assert "RUNNING" not in _states(trials)
+
+
+def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three Ctrl-Cs on one trial, then its worker dies: it is still run again (Optuna's
+    retry limit, 2, counts only dead workers), and none of the attempts spent budget."""
+    import warnings
+
+    from sweep import _optuna, storage
+    from sweep.errors import Interrupted
+    from sweep.loop import counts, run_trials
+    from sweep.stop import StopEvent
+
+    monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(storage, "HEARTBEAT_GRACE_S", 2)
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    study.enqueue_trial({"x": 0.25})
+    for _ in range(3):
+        stop = StopEvent()
+
+        def interrupted(trial: optuna.Trial, stop: StopEvent = stop) -> float:
+            trial.suggest_float("x", 0, 1)
+            stop.set()
+            raise KeyboardInterrupt
+
+        with pytest.raises(Interrupted):
+            run_trials(study, interrupted, storage=rdb, budget=1, stop=stop)
+    assert _states(study.get_trials()) == ["FAIL", "FAIL", "FAIL", "WAITING"]
+    assert counts(study.get_trials()) == (0, 0)
+    warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize(): on purpose
+    with _optuna.claiming(rdb):
+        study.ask()  # a worker claims the requeued trial and dies at once
+    time.sleep(2.5)
+    run_trials(study, lambda t: t.suggest_float("x", 0, 1), storage=rdb, budget=1, stop=StopEvent())
+    trials = study.get_trials()
+    assert _states(trials) == ["FAIL", "FAIL", "FAIL", "FAIL", "COMPLETE"]
+    assert trials[-1].params == {"x": 0.25} and counts(trials) == (1, 0)

@@ -176,17 +176,7 @@ def _frozen(study: optuna.Study, trial: optuna.Trial) -> optuna.trial.FrozenTria
 def _requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
     """Enqueue an interrupted trial again with its params. Its failed run spends no budget
     and no retry: those are kept for dead workers (the storage's stale-trial callback)."""
-    import optuna
-
-    study.add_trial(
-        optuna.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            user_attrs=frozen.user_attrs,
-            system_attrs=records.retry_attrs(frozen),
-        )
-    )
+    study.add_trial(records.retry_copy(frozen))
 
 
 def requeue_trials_of(

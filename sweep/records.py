@@ -33,7 +33,7 @@ __all__ = [
     "read",
     "read_all",
     "repeat_attrs",
-    "retry_attrs",
+    "retry_copy",
     "superseded",
     "write_artifacts_error",
     "write_failure",
@@ -260,11 +260,20 @@ def repeat_attrs(
 _INTERRUPTED = "sweep:interrupted"
 
 
-def retry_attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The system attrs of the copy of ``trial``, interrupted by a stop, that runs it again:
+def retry_copy(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """A WAITING copy of ``trial``, interrupted by a stop, to run it again with its params:
     linked to it as Optuna links a dead worker's retry, without spending a retry."""
+    import optuna
+
     attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
-    return attrs | {_INTERRUPTED: [*trial.system_attrs.get(_INTERRUPTED, []), trial.number]}
+    attrs[_INTERRUPTED] = [*trial.system_attrs.get(_INTERRUPTED, []), trial.number]
+    return optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs=attrs,
+    )
 
 
 def superseded(trials: list[optuna.trial.FrozenTrial]) -> set[int]:

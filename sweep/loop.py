@@ -135,6 +135,8 @@ def run_trials(
         while not stop.is_set():
             with claim:
                 claim.enter_context(study_lock(storage, study.study_name))
+                if stop.is_set():  # asked while it waited for the lock
+                    break
                 # Fail dead workers' trials first: a stale RUNNING trial would hold budget.
                 _fail_stale(study)
                 done, running = counts(study.get_trials(deepcopy=False))

@@ -379,3 +379,53 @@ def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
     trials = study.get_trials()
     assert _states(trials) == ["FAIL", "FAIL", "FAIL", "FAIL", "COMPLETE"]
     assert trials[-1].params == {"x": 0.25} and counts(trials) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("moment", "signum", "delay"),
+    [
+        ("starting", signal.SIGTERM, 1.5),
+        ("mid-epoch", signal.SIGINT, 0.3),
+        ("between trials", signal.SIGTERM, 0.1),
+    ],
+)
+def test_a_bare_worker_stops_cleanly_whenever_the_signal_lands(
+    tmp_path: Path, moment: str, signum: int, delay: float
+) -> None:
+    """What ``docker compose stop`` (SIGTERM) or Ctrl-C (SIGINT) does to a worker, at three
+    kinds of moment; ``python -m benchmarks --only signals`` sends 24 at random moments."""
+    from benchmarks.signals import stop_worker
+
+    stopped = stop_worker(tmp_path, moment, signum, delay)
+    assert stopped.ok, str(stopped)
+
+
+LOST_INTERRUPT = """
+import os, signal, sys
+from sweep.stop import StopEvent
+
+stop = StopEvent()
+stop.install()
+
+
+class Dropper:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs in here, where Python drops what it raises
+            pass
+
+
+Dropper()
+print("stop set" if stop.is_set() else "stop lost")
+"""
+
+
+def test_an_interrupt_lost_in_a_garbage_collection_callback_is_neither_printed_nor_lost() -> None:
+    """SQLAlchemy's weakref callbacks run at any bytecode; a signal landing in one used to
+    print "Exception ignored in ... KeyboardInterrupt" and was forgotten."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOST_INTERRUPT],
+        capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split() == ["stop", "set"], done
+    assert done.stderr == ""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from sweep import _optuna, records
 from sweep.errors import Interrupted, TrialFailure
 from sweep.stop import StopEvent
-from sweep.storage import HEARTBEAT_INTERVAL_S, study_lock
+from sweep.storage import HEARTBEAT_INTERVAL_S, Held, study_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -101,9 +101,17 @@ def run_trials(
     worker = worker_id(os.getpid())
     claim = contextlib.ExitStack()
 
+    lock = Held()
+
     def guarded(trial: optuna.Trial) -> float:
         claim.close()  # the trial is claimed, with its first heartbeat: let other workers in
         records.write_worker(trial, worker)
+        if lock.lost and _over_budget(study, storage, trial.number, budget):
+            records.write_given_back(trial)
+            if records.planned_params(trial) is not None:
+                _requeue(study, _frozen(study, trial))  # a grid point is never dropped
+            log.warning("trial %d: %s", trial.number, records.GIVEN_BACK)
+            raise _GivenBack(records.GIVEN_BACK)
         try:
             return objective(trial)
         except optuna.TrialPruned:
@@ -134,7 +142,7 @@ def run_trials(
     try:
         while not stop.is_set():
             with claim:
-                claim.enter_context(study_lock(storage, study.study_name))
+                lock = claim.enter_context(study_lock(storage, study.study_name))
                 if stop.is_set():  # asked while it waited for the lock
                     break
                 # Fail dead workers' trials first: a stale RUNNING trial would hold budget.
@@ -160,6 +168,25 @@ def run_trials(
     except KeyboardInterrupt:
         pass  # the signal's own interrupt; the running trial was requeued by `guarded`
     raise Interrupted("the running trial, if any, was requeued; run the same command to resume")
+
+
+class _GivenBack(Exception):
+    pass
+
+
+def _over_budget(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, number: int, budget: int
+) -> bool:
+    """Whether trial ``number`` was claimed past the budget. Only possible when the study
+    lock was lost between the budget check and the claim (the server restarted): then
+    another worker may have claimed the same slot; the later trial gives way."""
+    with study_lock(storage, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+    retried = records.superseded(trials)
+    counted = sorted(
+        t.number for t in trials if t.number not in retried and t.state.name != "WAITING"
+    )
+    return number in counted[budget:]
 
 
 def _fail_stale(study: optuna.Study) -> None:

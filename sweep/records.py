@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from sweep import _optuna
 from sweep.config import Params
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "GIVEN_BACK",
     "Completed",
     "Scores",
     "TrialRecord",
@@ -37,6 +39,7 @@ __all__ = [
     "superseded",
     "write_artifacts_error",
     "write_failure",
+    "write_given_back",
     "write_partial",
     "write_scores",
     "write_start",
@@ -276,10 +279,24 @@ def retry_copy(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
     )
 
 
+_GIVEN_BACK = "sweep:given_back"
+GIVEN_BACK = (
+    "claimed past the budget while the study lock was lost (a storage restart); given back unrun"
+)
+
+
+def write_given_back(trial: optuna.Trial) -> None:
+    """Mark a trial claimed past the budget: it is never run and never counts."""
+    _write(trial, {"failure": GIVEN_BACK})
+    trial.storage.set_trial_system_attr(_optuna.trial_id(trial), _GIVEN_BACK, True)
+
+
 def superseded(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the failed attempts that were run again (after a dead worker or a stop)."""
-    return {
+    """Numbers of the failed attempts that were run again (after a dead worker or a stop),
+    and of trials given back unrun; none of them counts against the budget."""
+    again = {
         n
         for t in trials
         for n in (*t.system_attrs.get("retry_history", ()), *t.system_attrs.get(_INTERRUPTED, ()))
     }
+    return again | {t.number for t in trials if t.system_attrs.get(_GIVEN_BACK)}

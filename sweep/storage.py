@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "Held",
     "check_url",
     "default_url",
     "in_memory",
@@ -293,8 +294,15 @@ def _file_lock(path: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class Held:
+    """A held study lock. ``lost`` turns true, once it is released, if the server dropped
+    the session that held it meanwhile (a restart): others may have taken it in between."""
+
+    lost = False
+
+
 @contextlib.contextmanager
-def _advisory_lock(engine: Any, key: int) -> Iterator[None]:
+def _advisory_lock(engine: Any, key: int) -> Iterator[Held]:
     import sqlalchemy
 
     def connect_and_lock() -> Any:
@@ -306,12 +314,18 @@ def _advisory_lock(engine: Any, key: int) -> Iterator[None]:
             raise
         return conn
 
+    held = Held()
     with with_retries(connect_and_lock, "study lock") as conn:
         try:
-            yield
+            yield held
         finally:
-            with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            # A checked-out connection is never silently reconnected: the unlock succeeds
+            # only in the very session that took the lock.
+            try:
+                unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+                held.lost = not conn.execute(unlock, {"k": key}).scalar()
+            except sqlalchemy.exc.DBAPIError:
+                held.lost = True
 
 
 def _lock_key(name: str) -> int:
@@ -344,24 +358,21 @@ def _creation_lock(parsed: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
+def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[Held]:
     """Hold a lock on ``study_name`` shared by every process that uses ``storage``.
 
     PostgreSQL: a session advisory lock (any host; released by the server if the holder
-    dies). SQLite: ``flock`` on ``<database>.lock`` beside the file (one machine; released by
-    the kernel if the holder dies).
+    dies, and lost if the server restarts: see :attr:`Held.lost`). SQLite: ``flock`` on
+    ``<database>.lock`` beside the file (one machine; released by the kernel if the holder
+    dies; never lost).
     """
     engine = getattr(storage, "engine", None)
-    if engine is None:  # an in-memory storage: one process only
-        yield
-        return
-    if engine.url.get_backend_name() == "postgresql":
-        with _advisory_lock(engine, _lock_key(study_name)):
-            yield
-        return
-    database = engine.url.database or ""
-    if not database or database == ":memory:":
-        yield  # one process only
-        return
-    with _file_lock(f"{database}.lock"):
-        yield
+    database = "" if engine is None else engine.url.database or ""
+    if engine is not None and engine.url.get_backend_name() == "postgresql":
+        with _advisory_lock(engine, _lock_key(study_name)) as held:
+            yield held
+    elif not database or database == ":memory:":
+        yield Held()  # an in-memory storage: one process only
+    else:
+        with _file_lock(f"{database}.lock"):
+            yield Held()

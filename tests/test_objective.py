@@ -107,3 +107,42 @@ def test_a_stop_whose_interrupt_was_swallowed_still_ends_the_trial_at_the_next_b
     first, again = study.get_trials()
     assert first.state.name == "FAIL" and len(first.intermediate_values) == 2
     assert again.state.name == "WAITING" and again.params == first.params
+
+
+ONE_RUN = """
+import json, sys
+from sweep import data
+from sweep.config import Params, load_study
+from sweep.training import train
+
+_, result = train(Params(epochs=2, augment=0.5), data.load("synthetic", subset=600),
+                  spec=load_study("quickstart"), seed=7)
+print(json.dumps([result.val_accuracy, result.test_accuracy, result.test_loss]))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_numbers_on_a_loaded_machine() -> None:
+    """One run alone, then three at once on two cores (each slowed by the others, with its
+    threads scheduled differently): every number is identical, to the last bit."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+
+    def start() -> subprocess.Popen[str]:
+        argv = [sys.executable, "-c", ONE_RUN]
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+
+    def numbers(proc: subprocess.Popen[str]) -> list[float]:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        return list(json.loads(out.splitlines()[-1]))
+
+    alone = numbers(start())
+    together = [start() for _ in range(3)]
+    assert [numbers(p) for p in together] == [alone] * 3

@@ -429,3 +429,50 @@ def test_an_interrupt_lost_in_a_garbage_collection_callback_is_neither_printed_n
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.split() == ["stop", "set"], done
     assert done.stderr == ""
+
+
+def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_budget() -> None:
+    """A PostgreSQL restart between a worker's budget check and its claim drops its study
+    lock; another worker takes the last slot meanwhile. The later claim gives way, unrun."""
+    import sqlalchemy
+
+    from sweep import storage
+    from sweep.loop import counts, run_trials
+    from sweep.stop import StopEvent
+
+    name = f"lostlock-{uuid.uuid4().hex[:8]}"
+    drop_lock_holder = sqlalchemy.text(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND objid = :k AND granted"
+    )
+    a, b = storage.open_storage(POSTGRES), storage.open_storage(POSTGRES)
+    study_a = optuna.create_study(study_name=name, storage=a, direction="maximize")
+    study_b = optuna.load_study(study_name=name, storage=b)
+    key = storage._lock_key(name) & 0xFFFFFFFF  # pg_locks shows the key's low 32 bits as objid
+    ran: list[str] = []
+    real_claim = a._create_new_trial
+
+    def claim_after_a_restart(*args: object, **kwargs: object) -> object:
+        if not ran:
+            with b.engine.connect() as conn:  # the server drops the session holding A's lock
+                dropped = conn.execute(drop_lock_holder, {"k": key}).scalars().all()
+            assert dropped == [True]
+            ran.append("b")  # and another worker claims the last slot
+            run_trials(study_b, lambda t: t.suggest_float("x", 0, 1), storage=b, budget=1,
+                       stop=StopEvent())  # fmt: skip
+        return real_claim(*args, **kwargs)
+
+    a._create_new_trial = claim_after_a_restart  # type: ignore[method-assign]
+
+    def objective_a(trial: optuna.Trial) -> float:
+        ran.append("a")
+        return trial.suggest_float("x", 0, 1)
+
+    try:
+        run_trials(study_a, objective_a, storage=a, budget=1, stop=StopEvent())
+        trials = study_a.get_trials()
+    finally:
+        optuna.delete_study(study_name=name, storage=POSTGRES)
+    assert ran == ["b"]  # A's trial never trained
+    assert _states(trials) == ["COMPLETE", "FAIL"] and counts(trials) == (1, 0)
+    assert "given back" in trials[1].user_attrs["failure"]

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.testing.pytest_storages import StorageTestCase
 
 from sweep import _optuna
 from sweep.storage import open_storage
+
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
@@ -82,3 +87,30 @@ def test_a_study_on_sweeps_storage_pickles_like_a_stock_one(tmp_path: Path) -> N
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["sweep._optuna", "SweepStorage", "0.5", "True"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A new, empty storage of sweep's for each of Optuna's storage tests."""
+    if request.param == "sqlite":
+        yield open_storage(f"sqlite:///{tmp_path / 'contract.db'}")
+        return
+    import sqlalchemy
+
+    name = f"contract_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    rdb = open_storage(POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield rdb
+    finally:
+        rdb.engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
+class TestOptunasOwnStorageTests(StorageTestCase):
+    """Optuna ships the tests every storage must pass (``optuna.testing``): sweep's storage
+    runs all of them, on SQLite and on PostgreSQL."""

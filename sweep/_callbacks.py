@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -23,18 +27,32 @@ class EpochLog(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
 
 
-class ReportOnly(keras.callbacks.Callback):
-    """Reports validation accuracy to Optuna each epoch without ever pruning (the baseline)."""
+class ReportEpochs(keras.callbacks.Callback):
+    """Reports the monitored metric to Optuna after each epoch and prunes the trial when its
+    pruner says so (never when ``prune`` is false: the baseline).
 
-    def __init__(self, trial: object, monitor: str = "val_accuracy") -> None:
+    The step is the number of epochs trained so far, counting from 1, so that a pruner's
+    resources are epochs: Hyperband with min resource 1 and factor 3 decides after epochs 1,
+    3 and 9, and the median pruner's ``n_warmup_steps`` is the epochs every trial trains
+    first. (optuna-integration's KerasPruningCallback reports Keras's 0-based epoch index,
+    which puts every rung one epoch late.)
+    """
+
+    def __init__(self, trial: optuna.Trial, *, prune: bool, monitor: str = "val_accuracy"):
         super().__init__()
         self._trial = trial
+        self._prune = prune
         self._monitor = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        import optuna
+
         value = (logs or {}).get(self._monitor)
-        if value is not None:
-            self._trial.report(float(value), step=epoch)  # type: ignore[attr-defined]
+        if value is None:
+            return
+        self._trial.report(float(value), step=epoch + 1)
+        if self._prune and self._trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
 
 class StopWhenAsked(keras.callbacks.Callback):

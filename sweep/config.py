@@ -121,7 +121,7 @@ class PrunerSpec:
     name: str = "none"
     min_resource: int = 1  # hyperband: epochs every trial gets before it can be pruned
     reduction_factor: int = 3  # hyperband
-    n_warmup_steps: int = 2  # median: epochs before a trial can be pruned
+    n_warmup_steps: int = 2  # median: epochs every trial trains before it can be pruned
     n_startup_trials: int = 3  # median: complete trials before anything is pruned
 
 
@@ -141,8 +141,14 @@ class StudySpec:
     pruner: PrunerSpec
     augmentation: Augmentation
     keep_models: int = 3
+    sampler_seed: int | None = None  # None: seed
     source: Path | None = field(default=None, compare=False)
     text: str = field(default="", compare=False, repr=False)  # the study file, as written
+
+    @property
+    def sampling_seed(self) -> int:
+        """The sampler's seed: ``sampler_seed``, else ``seed``."""
+        return self.seed if self.sampler_seed is None else self.sampler_seed
 
     def dimension(self, name: str) -> Dimension:
         return next(d for d in self.space if d.name == name)
@@ -192,10 +198,20 @@ SETTINGS: Mapping[str, Setting] = {
         Setting(
             "seed",
             int,
-            "Seeds the data split, the sampler and every trial's training.",
+            "Seeds the data split, every trial's training and, unless `sampler_seed` is set, "
+            "the sampler.",
             lambda v: 0 <= v <= MAX_SEED,
             f"an integer in [0, {MAX_SEED}]",
             default=0,
+        ),
+        Setting(
+            "sampler_seed",
+            int,
+            "Seeds the sampler alone (default: `seed`): repeat a search over sampler seeds on "
+            "the same data, with the same training seeds.",
+            lambda v: 0 <= v <= MAX_SEED,
+            f"an integer in [0, {MAX_SEED}]",
+            default=None,
         ),
         Setting(
             "validation_split",
@@ -343,14 +359,15 @@ PRUNER_KEYS: Mapping[str, Setting] = {
         Setting(
             "reduction_factor",
             int,
-            "hyperband: keep 1 in this many at each rung.",
+            "hyperband: keep 1 in this many at each rung (rungs after epochs min_resource, "
+            "× factor, × factor², ...: 1, 3, 9 by default).",
             lambda v: v >= 2,
             "an integer >= 2",
         ),
         Setting(
             "n_warmup_steps",
             int,
-            "median: epochs before a trial can be pruned.",
+            "median: epochs every trial trains before it can be pruned.",
             lambda v: v >= 0,
             "an integer >= 0",
         ),
@@ -532,6 +549,7 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
         pruner=pruner,
         augmentation=augmentation,
         keep_models=top_values["keep_models"],
+        sampler_seed=top_values["sampler_seed"],
     )
 
 

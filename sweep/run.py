@@ -56,12 +56,17 @@ class RunOptions:
     replace_file: bool = False
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must not change when a study is resumed: the data its trials are scored on."""
+        """What must not change when a study is resumed: the data its trials are scored on,
+        and the sampler's seed where it is not the data's."""
+        sampler = {} if self.spec.sampling_seed == self.spec.seed else {
+            "sampler_seed": self.spec.sampling_seed
+        }  # fmt: skip
         return {
             "dataset": self.spec.dataset,
             "seed": self.spec.seed,
             "subset": self.subset,
             "validation_split": self.spec.validation_split,
+            **sampler,
         }
 
     def load_data(self) -> data.Splits:
@@ -97,11 +102,19 @@ class RunOptions:
         return max_epochs(self.spec, self.max_epochs)
 
 
-def with_overrides(spec: StudySpec, *, dataset: str | None, seed: int | None) -> StudySpec:
-    """``spec`` with the command line's dataset and seed, checked."""
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise UserError(f"--seed {seed} is out of range; use an integer in [0, {MAX_SEED}]")
-    return replace(spec, dataset=dataset or spec.dataset, seed=spec.seed if seed is None else seed)
+def with_overrides(
+    spec: StudySpec, *, dataset: str | None, seed: int | None, sampler_seed: int | None = None
+) -> StudySpec:
+    """``spec`` with the command line's dataset and seeds, checked."""
+    for flag, value in (("--seed", seed), ("--sampler-seed", sampler_seed)):
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise UserError(f"{flag} {value} is out of range; use an integer in [0, {MAX_SEED}]")
+    return replace(
+        spec,
+        dataset=dataset or spec.dataset,
+        seed=spec.seed if seed is None else seed,
+        sampler_seed=spec.sampler_seed if sampler_seed is None else sampler_seed,
+    )
 
 
 def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str, Any]) -> StudySpec:
@@ -112,6 +125,7 @@ def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str,
         dataset=fingerprint.get("dataset", spec.dataset),
         seed=fingerprint.get("seed", spec.seed),
         validation_split=fingerprint.get("validation_split", spec.validation_split),
+        sampler_seed=fingerprint.get("sampler_seed", spec.sampler_seed),
     )
 
 

@@ -300,7 +300,7 @@ def open_study(
             study_name=name,
             storage=storage,
             direction="maximize",
-            sampler=_sampler(spec, _sampler_seed(spec.seed, worker)),
+            sampler=_sampler(spec, _sampler_seed(spec.sampling_seed, worker)),
             pruner=_pruner(spec, run.top_epochs),
             load_if_exists=True,
         )

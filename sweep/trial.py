@@ -69,20 +69,15 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
-        from optuna_integration.keras import KerasPruningCallback
 
         # Keras: imported where a model trains
-        from sweep._callbacks import EpochLog, ReportOnly, StopWhenAsked
+        from sweep._callbacks import EpochLog, ReportEpochs, StopWhenAsked
 
         params = self.params(trial)
         seed = trial_seed(self.spec.seed, trial.number)
         records.write_start(trial, params, seed=seed)
         # The baseline is never pruned: every other trial is measured against it.
-        pruning = (
-            ReportOnly(trial)
-            if records.is_baseline(trial)
-            else KerasPruningCallback(trial, "val_accuracy")
-        )
+        pruning = ReportEpochs(trial, prune=not records.is_baseline(trial))
         callbacks: list[keras.callbacks.Callback] = [pruning]
         if self.stop is not None:
             callbacks.append(StopWhenAsked(self.stop.is_set))

@@ -217,6 +217,7 @@ def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, st
         (("--dataset", "mnist"), ("--dataset", "invalid choice")),
         (("--colour", "red"), ("unrecognized arguments: --colour red",)),
         (("--seed", "-1"), ("--seed -1 is out of range", "[0, 40000]")),
+        (("--sampler-seed", "40001"), ("--sampler-seed 40001 is out of range", "[0, 40000]")),
     ],
 )
 def test_bad_options(tmp_path: Path, storage, args: tuple[str, ...], needles) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -337,3 +338,38 @@ def test_confidence_intervals_and_welch_match_the_textbook() -> None:
     assert compare([0.6], [0.5, 0.5]) != compare([0.6], [0.5, 0.5])  # NaN: too few runs
     seeds = {repeat_seed(0, n, r) for n in range(5) for r in range(5)}
     assert len(seeds) == 25 and all(0 <= s < 2**32 for s in seeds)
+
+
+def test_holms_adjusted_p_values_match_the_hand_computed_ones() -> None:
+    from sweep.commands.verify import holm
+
+    # Sorted: 0.005 (x4) = 0.02, 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) = 0.04 -> 0.06,
+    # each at least the one before it.
+    got = holm([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    nan_too = holm([0.02, math.nan, 0.4])  # m = 2: NaN is not a test
+    assert nan_too[0] == pytest.approx(0.04) and nan_too[2] == pytest.approx(0.4)
+    assert math.isnan(nan_too[1])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+
+
+def test_a_lead_significant_only_before_correction_is_called_so() -> None:
+    """Two trials against one baseline: a raw p of 0.041 is below 0.05, but tested twice it
+    is not: the table says so, and shows both p-values."""
+    from sweep.commands.verify import _results
+    from sweep.records import TrialRecord
+
+    runs = {0: [0.50, 0.52, 0.48, 0.50], 1: [0.53, 0.55, 0.51, 0.53], 2: [0.52, 0.55, 0.51, 0.53]}
+    targets = [TrialRecord(n, "COMPLETE", value=v[0]) for n, v in runs.items()]
+    repeats = [
+        TrialRecord(-1, "COMPLETE", value=v, val_accuracy=v, test_accuracy=v, source_trial=n,
+                    repeat=r)
+        for n, values in runs.items()
+        for r, v in enumerate(values)
+    ]  # fmt: skip
+    header, body = _results(repeats, targets, repeats=4, alpha=0.05)
+    rows = {row[0]: dict(zip(header, row, strict=True)) for row in body}
+    assert rows["1"]["p (Welch)"] == "0.0408" and rows["1"]["p (Holm)"] == "0.0815"
+    assert rows["1"]["lead"] == "not significant after correction"
+    assert rows["2"]["p (Welch)"] == "0.0589" and rows["2"]["p (Holm)"] == "0.0815"
+    assert rows["2"]["lead"] == "not significant"

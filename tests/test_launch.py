@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from pathlib import Path
 
 import optuna
@@ -189,3 +190,46 @@ def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Pa
     )
     _one_line_error(result, "truncated or not a gzip tar archive")
     assert not (tmp_path / "sweep.db").exists()
+
+
+def test_a_sampler_seed_changes_the_sampled_params_and_nothing_else(tmp_path: Path) -> None:
+    """``--sampler-seed`` repeats a search on identical data: the same split, the same
+    training seeds, other params; without it the sampler takes ``seed`` as before."""
+    import argparse
+    from dataclasses import replace
+
+    import numpy as np
+
+    from sweep.commands import _options
+    from sweep.run import RunOptions
+    from sweep.space import suggest
+    from sweep.storage import open_storage
+    from sweep.study import open_study
+    from sweep.training import trial_seed
+
+    parser = argparse.ArgumentParser()
+    _options.add_run_options(parser, study_help="")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    def sampled(*flags: str) -> tuple[RunOptions, list[Params]]:
+        args = parser.parse_args(
+            ["--study", "search", "--dataset", "synthetic", "--subset", "200", *flags]
+        )
+        run = _options.run_from_file(args, url)
+        name = "s" + "".join(flags).replace("-", "")
+        run = replace(run, study_name=name)
+        the_study = open_study(run, storage=open_storage(url), worker=None, create=True)
+        return run, [suggest(the_study.ask(), run.spec) for _ in range(4)]
+
+    warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize(): on purpose
+    run_a, a = sampled("--sampler-seed", "1")
+    run_b, b = sampled("--sampler-seed", "2")
+    run_0, zero = sampled()
+    _, zero_again = sampled("--sampler-seed", "0")  # the seed, said explicitly
+    assert a != b and zero == zero_again
+    assert run_a.fingerprint() | {"sampler_seed": 2} == run_b.fingerprint()
+    assert "sampler_seed" not in run_0.fingerprint()
+    data_a, data_b = run_a.load_data(), run_b.load_data()
+    assert np.array_equal(data_a.x_train, data_b.x_train)
+    assert np.array_equal(data_a.y_val, data_b.y_val)
+    assert trial_seed(run_a.spec.seed, 5) == trial_seed(run_b.spec.seed, 5)

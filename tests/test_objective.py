@@ -146,3 +146,27 @@ def test_the_same_seed_gives_the_same_numbers_on_a_loaded_machine() -> None:
     alone = numbers(start())
     together = [start() for _ in range(3)]
     assert [numbers(p) for p in together] == [alone] * 3
+
+
+def test_hyperband_rungs_fall_after_epochs_1_3_and_9(tmp_path) -> None:
+    """Steps are epochs counted from 1, so min resource 1 and factor 3 give rungs after
+    epochs 1, 3 and 9 (Keras's 0-based epoch index put each one epoch late)."""
+    import optuna
+
+    from sweep.config import loads_study
+    from sweep.trial import Objective
+
+    spec = loads_study(
+        "[space]\nepochs = 9\n[pruner]\nname = 'hyperband'\n", name="rungs", source="test"
+    )
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    objective = Objective(spec, data.load("synthetic", subset=100))
+    study.optimize(objective, n_trials=1)  # alone at each rung, so it is always promoted
+    (trial,) = study.trials
+    assert sorted(trial.intermediate_values) == list(range(1, 10))
+    # The pruner records each rung a trial completes, at the step it completes it.
+    rungs = {k: v for k, v in trial.system_attrs.items() if k.startswith("completed_rung_")}
+    assert sorted(rungs) == ["completed_rung_0", "completed_rung_1", "completed_rung_2"]
+    for rung, epoch in (("completed_rung_0", 1), ("completed_rung_1", 3), ("completed_rung_2", 9)):
+        assert rungs[rung] == trial.intermediate_values[epoch]

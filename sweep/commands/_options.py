@@ -118,6 +118,13 @@ def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
     )
     p.add_argument("--seed", type=int, default=None, metavar="S", help="override the study's seed")
     p.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seed the sampler alone (default: the seed): another search on the same data",
+    )
+    p.add_argument(
         "--replace-study-file",
         action="store_true",
         help="resume a study with a study file other than the one it was created from (the "
@@ -145,7 +152,12 @@ def artifacts_dir(args: argparse.Namespace, url: str) -> Path:
 
 
 def _spec(args: argparse.Namespace) -> StudySpec:
-    spec = with_overrides(load_study(args.study), dataset=args.dataset, seed=args.seed)
+    spec = with_overrides(
+        load_study(args.study),
+        dataset=args.dataset,
+        seed=args.seed,
+        sampler_seed=args.sampler_seed,
+    )
     if spec.sampler.name == "gp":
         import importlib.util
 

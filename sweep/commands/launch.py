@@ -131,6 +131,8 @@ def _dry_run(run: RunOptions, placements: list[Placement]) -> None:
     print(f"study      {run.study_name}: {spec.description}")
     print(f"file       {spec.source}")
     print(f"dataset    {spec.dataset} (seed {spec.seed}, validation {spec.validation_split:g})")
+    if spec.sampling_seed != spec.seed:
+        print(f"sampler    seed {spec.sampling_seed}")
     print(f"budget     {run.budget} trials, {len(planned(spec))} planned (baseline and grid)")
     print(f"sampler    {spec.sampler.name}    pruner {spec.pruner.name}")
     print(f"workers    {len(placements)}: " + ", ".join(p.describe() for p in placements))

@@ -61,9 +61,14 @@ def _run_options(args: argparse.Namespace, url: str) -> tuple[RunOptions, bool]:
         max_epochs=args.max_epochs,
         stored=stored,
     )
-    asked = {"dataset": args.dataset, "seed": args.seed, "subset": args.subset}
-    for key, value in asked.items():
-        have = the_run.fingerprint()[key]
+    spec = the_run.spec
+    asked = {
+        "dataset": (args.dataset, spec.dataset),
+        "seed": (args.seed, spec.seed),
+        "sampler-seed": (args.sampler_seed, spec.sampling_seed),
+        "subset": (args.subset, the_run.subset),
+    }
+    for key, (value, have) in asked.items():
         if value is not None and value != have:
             raise UserError(
                 f"study {name!r} runs with {key} {have}, not {value}; drop --{key}, or pass "

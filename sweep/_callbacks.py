@@ -27,6 +27,27 @@ class EpochLog(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation accuracy (the first of equals)
+    and puts them back when training ends, so the model is scored and kept as of that epoch.
+    A copy in host memory each time the best improves: these models are small."""
+
+    def __init__(self, monitor: str = "val_accuracy") -> None:
+        super().__init__()
+        self._monitor = monitor
+        self._best = -float("inf")
+        self._weights: list[object] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        value = (logs or {}).get(self._monitor)
+        if value is not None and value > self._best:
+            self._best, self._weights = value, self.model.get_weights()
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
 class ReportEpochs(keras.callbacks.Callback):
     """Reports the monitored metric to Optuna after each epoch and prunes the trial when its
     pruner says so (never when ``prune`` is false: the baseline).

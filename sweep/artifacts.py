@@ -178,7 +178,7 @@ class Publisher:
         )
         save_note(trial, note)
         if self.keep > 0:
-            self._keep_model(trial, done.model, done.scores.val_accuracy)
+            self._keep_model(trial, done.model, done.scores.score)
 
     def _keep_model(self, trial: optuna.Trial, model: keras.Model, value: float) -> None:
         """Keep this trial's model if it is among the study's ``keep`` best; drop the one it

@@ -49,6 +49,7 @@ SAMPLERS = ("grid", "tpe", "random", "gp")
 PRUNERS = ("none", "median", "hyperband")
 
 MAX_SEED = 40_000
+SCORES = ("last_epoch", "best_epoch")
 """Trial seeds are ``seed * 100_003 + trial number``, and must stay below 2**32 for NumPy."""
 
 FAMILY_PARAMS: Mapping[str, tuple[str, ...]] = {"dropout": ("dropout_conv", "dropout_dense")}
@@ -142,6 +143,7 @@ class StudySpec:
     augmentation: Augmentation
     keep_models: int = 3
     sampler_seed: int | None = None  # None: seed
+    score: str = "last_epoch"  # or "best_epoch"
     source: Path | None = field(default=None, compare=False)
     text: str = field(default="", compare=False, repr=False)  # the study file, as written
 
@@ -228,6 +230,15 @@ SETTINGS: Mapping[str, Setting] = {
             lambda v: v >= 1,
             "an integer >= 1",
             default=None,
+        ),
+        Setting(
+            "score",
+            str,
+            "The objective: the validation accuracy of the `last_epoch`, or of the "
+            "`best_epoch` (then the trial's test scores and kept model are that epoch's).",
+            lambda v: v in SCORES,
+            "one of " + ", ".join(SCORES),
+            default="last_epoch",
         ),
         Setting(
             "keep_models",
@@ -550,6 +561,7 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
         augmentation=augmentation,
         keep_models=top_values["keep_models"],
         sampler_seed=top_values["sampler_seed"],
+        score=top_values["score"],
     )
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "write_failure",
     "write_given_back",
     "write_partial",
+    "write_reused",
     "write_scores",
     "write_start",
     "write_worker",
@@ -49,9 +50,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Scores:
-    """What one training run achieved."""
+    """What one training run achieved. ``val_accuracy`` is the last epoch's; ``score`` is the
+    objective, the last or the best epoch's as the study chose (``score`` in its file); the
+    test scores are of the model that earned it."""
 
     val_accuracy: float
+    best_val_accuracy: float
+    best_epoch: int  # counted from 1
+    score: float
     test_accuracy: float
     test_loss: float
     precision: float
@@ -91,6 +97,8 @@ class TrialRecord:
     seed: int | None = None  # the training seed
     worker: str | None = None  # host:pid of the process that ran it
     val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    best_epoch: int | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None
     precision: float | None = None
@@ -103,6 +111,7 @@ class TrialRecord:
     delta_test_vs_baseline: float | None = None
     failure: str | None = None  # why it failed, diverged or was pruned
     artifacts_error: str | None = None  # why its figures could not be written
+    reused_from: str | None = None  # a baseline copied from another study, not trained
     source_trial: int | None = None  # a verify repeat: the trial it repeats
     repeat: int | None = None  # a verify repeat: its index
 
@@ -213,10 +222,21 @@ def write_partial(trial: optuna.Trial, *, epochs_run: int, history: dict[str, li
     _write(trial, {"epochs_run": epochs_run, "history": history})
 
 
+def write_reused(trial: optuna.Trial, source: str, record: TrialRecord) -> None:
+    """Record on ``trial`` the scores of the identical baseline ``record`` of study
+    ``source``, which it reuses instead of training (:func:`sweep.study.reusable_baseline`)."""
+    keep = ("params", "is_baseline", "point", "seed", "worker", "source_trial", "repeat")
+    copied = {k: v for k, v in record.to_attrs().items() if k not in keep}
+    copied["train_seconds"] = 0.0
+    _write(trial, copied | {"reused_from": f"study {source!r}, trial {record.number}"})
+
+
 def write_scores(trial: optuna.Trial, scores: Scores, base: TrialRecord | None) -> None:
     """The trial's scores, and its deltas against the completed baseline ``base``."""
     values: dict[str, Any] = {
         "val_accuracy": scores.val_accuracy,
+        "best_val_accuracy": scores.best_val_accuracy,
+        "best_epoch": scores.best_epoch,
         "test_accuracy": scores.test_accuracy,
         "test_loss": scores.test_loss,
         "precision": scores.precision,
@@ -230,7 +250,7 @@ def write_scores(trial: optuna.Trial, scores: Scores, base: TrialRecord | None) 
         values |= {"delta_vs_baseline": 0.0, "delta_test_vs_baseline": 0.0}
     elif base is not None:
         values |= {
-            "delta_vs_baseline": delta(scores.val_accuracy, base.value),
+            "delta_vs_baseline": delta(scores.score, base.value),
             "delta_test_vs_baseline": delta(scores.test_accuracy, base.test_accuracy),
         }
     _write(trial, values)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
-from sweep.config import StudySpec
+from sweep.config import Params, StudySpec
 from sweep.errors import UserError
+from sweep.records import TrialRecord
 from sweep.run import RunOptions, spec_from_stored
 from sweep.run import budget as run_budget
 from sweep.space import incompatible_dimensions, optuna_params, planned, point_key
@@ -342,6 +343,45 @@ def verification(study: optuna.Study) -> str:
 
 def set_verification(study: optuna.Study, markdown: str) -> None:
     study.set_user_attr(VERIFICATION_ATTR, markdown)
+
+
+def reusable_baseline(
+    storage: optuna.storages.BaseStorage, run: RunOptions, params: Params, seed: int
+) -> tuple[str, TrialRecord] | None:
+    """A completed baseline of another study in ``storage`` that this run's baseline would
+    repeat to the last digit: trained on the same data (dataset, seed, subset, split), with
+    the same params and training seed, augmentation and score. None if there is none.
+
+    Training is deterministic for a given seed, so reusing it saves the epochs and changes
+    no number. Another study's verify repeats are never reused.
+    """
+    import optuna
+
+    mine = {k: v for k, v in run.fingerprint().items() if k != "sampler_seed"}
+    for other in storage.get_all_studies():
+        stored = Stored.from_attrs(other.user_attrs, other.system_attrs)
+        fingerprint = {k: v for k, v in (stored.fingerprint or {}).items() if k != "sampler_seed"}
+        if other.study_name == run.study_name or fingerprint != mine or not stored.file_text:
+            continue
+        try:
+            spec = spec_from_stored(
+                stored.file_text, name=stored.file_name or "", study=other.study_name,
+                fingerprint=stored.fingerprint or {},
+            )  # fmt: skip
+        except UserError:
+            continue  # a study file this version cannot read
+        if (spec.augmentation, spec.score) != (run.spec.augmentation, run.spec.score):
+            continue
+        done = storage.get_all_trials(
+            storage.get_study_id_from_name(other.study_name),
+            deepcopy=False,
+            states=(optuna.trial.TrialState.COMPLETE,),
+        )
+        for t in done:
+            record = records.read(t)
+            if record.is_baseline and record.params == params and record.seed == seed:
+                return other.study_name, record
+    return None
 
 
 def mark_companion(companion: optuna.Study, of: str) -> None:

@@ -73,7 +73,7 @@ def train(
     """
     import keras
 
-    from sweep._callbacks import EpochLog  # Keras: imported where a model trains
+    from sweep._callbacks import BestWeights, EpochLog  # Keras: imported where a model trains
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -88,22 +88,28 @@ def train(
     )
     val_ds = data.eval_dataset(splits.x_val, splits.y_val)
     epochs = epoch_log or EpochLog()
+    extra = [BestWeights()] if spec.score == "best_epoch" else []
     start = time.perf_counter()
     model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=params.epochs,
         verbose=0,
-        callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *(callbacks or [])],
+        callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *extra, *(callbacks or [])],
     )
     seconds = time.perf_counter() - start
     loss = epochs.history.get("loss", [])
     if not loss or not all(math.isfinite(v) for v in loss):
         raise TrialFailure(diverged(loss))
+    val = epochs.history["val_accuracy"]
+    best = max(range(len(val)), key=val.__getitem__)  # the first of equals
     probabilities = model.predict(data.eval_dataset(splits.x_test, splits.y_test), verbose=0)
     test = scores(probabilities, splits.y_test)
     return model, Scores(
-        val_accuracy=float(epochs.history["val_accuracy"][-1]),
+        val_accuracy=float(val[-1]),
+        best_val_accuracy=float(val[best]),
+        best_epoch=best + 1,
+        score=float(val[best] if spec.score == "best_epoch" else val[-1]),
         test_accuracy=test["accuracy"],
         test_loss=test["loss"],
         precision=test["precision"],

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from sweep import data, records
 from sweep.config import Params, StudySpec
 from sweep.errors import TrialFailure
-from sweep.records import Completed
+from sweep.records import Completed, TrialRecord
 from sweep.space import suggest
 from sweep.stop import StopEvent
 from sweep.training import diverged, train, trial_seed
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 OnComplete = Callable[["optuna.Trial", Completed], None]
+# Finds an identical finished baseline elsewhere: (its study's name, its record), or None.
+Reuse = Callable[[Params, int], "tuple[str, TrialRecord] | None"]
 
 
 class Objective:
@@ -43,7 +45,8 @@ class Objective:
     ``on_complete`` runs after a trial's scores are recorded, while the trial still runs; an
     ``OSError`` there (a full or vanished artifact folder) is recorded on the trial, which
     still completes. Once ``stop`` is set, training stops before its next batch, even where
-    the signal's own interrupt was swallowed on its way up.
+    the signal's own interrupt was swallowed on its way up. A baseline that ``reuse`` finds
+    already trained (same data, params and seed) is copied, not trained again.
     """
 
     def __init__(
@@ -54,12 +57,14 @@ class Objective:
         max_epochs: int | None = None,
         on_complete: OnComplete | None = None,
         stop: StopEvent | None = None,
+        reuse: Reuse | None = None,
     ):
         self.spec = spec
         self.splits = splits
         self.max_epochs = max_epochs
         self.on_complete = on_complete
         self.stop = stop
+        self.reuse = reuse
 
     def params(self, trial: optuna.Trial) -> Params:
         params = suggest(trial, self.spec)
@@ -76,6 +81,13 @@ class Objective:
         params = self.params(trial)
         seed = trial_seed(self.spec.seed, trial.number)
         records.write_start(trial, params, seed=seed)
+        if records.is_baseline(trial) and self.reuse is not None:
+            found = self.reuse(params, seed)
+            value = None if found is None else found[1].value
+            if found is not None and value is not None:
+                records.write_reused(trial, *found)
+                log.info("trial %d: the baseline of study %r, reused", trial.number, found[0])
+                return value
         # The baseline is never pruned: every other trial is measured against it.
         pruning = ReportEpochs(trial, prune=not records.is_baseline(trial))
         callbacks: list[keras.callbacks.Callback] = [pruning]
@@ -107,4 +119,4 @@ class Objective:
             except OSError as exc:  # a full or vanished artifact folder costs files, not the trial
                 log.warning("trial %d: could not write its artifacts: %s", trial.number, exc)
                 records.write_artifacts_error(trial, str(exc))
-        return result.val_accuracy
+        return result.score

@@ -233,3 +233,46 @@ def test_a_sampler_seed_changes_the_sampled_params_and_nothing_else(tmp_path: Pa
     assert np.array_equal(data_a.x_train, data_b.x_train)
     assert np.array_equal(data_a.y_val, data_b.y_val)
     assert trial_seed(run_a.spec.seed, 5) == trial_seed(run_b.spec.seed, 5)
+
+
+REUSE = """
+dataset = "synthetic"
+n_trials = 2
+
+[space]
+family = "baseline"
+learning_rate = {space}
+epochs = 1
+
+[sampler]
+name = "random"
+
+[baseline]
+epochs = 1
+"""
+
+
+def test_a_baseline_already_trained_on_the_same_data_is_reused_not_retrained(
+    tmp_path: Path,
+) -> None:
+    """Another study in the same storage, with another space but the same baseline and data:
+    its baseline is copied (to the last digit, since training is deterministic), and the
+    record says from where. Other data (another seed) trains its own."""
+    (tmp_path / "a.toml").write_text(REUSE.format(space="[0.002, 0.003]"))
+    (tmp_path / "b.toml").write_text(REUSE.format(space="{ low = 5e-4, high = 3e-3 }"))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    common = ("--storage", url, "--subset", "200", "--quiet")
+    runs = (("a", "a.toml", ()), ("b", "b.toml", ()), ("c", "b.toml", ("--seed", "1")))
+    for name, file, extra in runs:
+        argv = ("sweep", "launch", "--study", file, "--study-name", name, *common, *extra)
+        done = run_cli(*argv, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    first, again, other = (
+        optuna.load_study(study_name=n, storage=url).trials[0] for n in ("a", "b", "c")
+    )
+    assert again.user_attrs["reused_from"] == "study 'a', trial 0"
+    assert again.value == first.value
+    for key in ("test_accuracy", "test_loss", "history", "best_epoch"):
+        assert again.user_attrs[key] == first.user_attrs[key]
+    assert again.user_attrs["train_seconds"] == 0.0 < first.user_attrs["train_seconds"]
+    assert "reused_from" not in other.user_attrs and other.user_attrs["train_seconds"] > 0

@@ -95,7 +95,7 @@ def test_a_stop_whose_interrupt_was_swallowed_still_ends_the_trial_at_the_next_b
 
             def report(value: float, step: int) -> None:
                 real_report(value, step)
-                if step == 1:
+                if step == 2:
                     stop.set()  # the event only: no KeyboardInterrupt is raised here
 
             trial.report = report  # type: ignore[method-assign]
@@ -170,3 +170,45 @@ def test_hyperband_rungs_fall_after_epochs_1_3_and_9(tmp_path) -> None:
     assert sorted(rungs) == ["completed_rung_0", "completed_rung_1", "completed_rung_2"]
     for rung, epoch in (("completed_rung_0", 1), ("completed_rung_1", 3), ("completed_rung_2", 9)):
         assert rungs[rung] == trial.intermediate_values[epoch]
+
+
+@pytest.mark.parametrize("score", ["last_epoch", "best_epoch"])
+def test_a_study_scores_the_last_or_the_best_epoch_and_keeps_that_model(
+    tmp_path, score: str
+) -> None:
+    """Both are recorded; the objective, the deltas, the test scores and the kept model are
+    the chosen epoch's. A high learning rate makes the last epoch fall back from the best."""
+    import optuna
+
+    from sweep.artifacts import Publisher, open_store
+    from sweep.config import loads_study
+    from sweep.storage import open_storage
+    from sweep.trial import Objective
+
+    text = f"score = '{score}'\nkeep_models = 1\n[space]\nepochs = 6\nlearning_rate = 0.02\n"
+    spec = loads_study(text, name="s", source="test")
+    rdb = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    kept: list[object] = []
+    publish = Publisher(open_store(tmp_path / "artifacts"), rdb, keep=1)
+
+    def keep_and_publish(trial: optuna.Trial, done: object) -> None:
+        kept.append(done)
+        publish(trial, done)  # type: ignore[arg-type]
+
+    splits = data.load("synthetic", subset=400)
+    study.optimize(Objective(spec, splits, on_complete=keep_and_publish), n_trials=1)
+    (trial,) = study.trials
+    history = trial.user_attrs["history"]["val_accuracy"]
+    best = max(range(len(history)), key=history.__getitem__)
+    assert trial.user_attrs["best_epoch"] == best + 1
+    assert trial.user_attrs["best_val_accuracy"] == history[best]
+    assert trial.user_attrs["val_accuracy"] == history[-1]
+    assert history[best] > history[-1], "the run should fall back from its best epoch"
+    assert trial.value == (history[best] if score == "best_epoch" else history[-1])
+    # The model handed on (kept, exported) is the one that earned the score.
+    (done,) = kept
+    model_val = done.model.evaluate(  # type: ignore[attr-defined]
+        data.eval_dataset(splits.x_val, splits.y_val), verbose=0, return_dict=True
+    )["accuracy"]
+    assert model_val == pytest.approx(trial.value, abs=1e-6)

@@ -15,6 +15,9 @@ from sweep.storage import open_storage
 
 SCORES = Scores(
     val_accuracy=0.61,
+    best_val_accuracy=0.61,
+    best_epoch=3,
+    score=0.61,
     test_accuracy=0.58,
     test_loss=1.2,
     precision=0.57,
@@ -43,6 +46,8 @@ def test_every_field_round_trips_through_user_attrs(tmp_path: Path) -> None:
         seed=17,
         worker="host:1",
         val_accuracy=0.61,
+        best_val_accuracy=0.63,
+        best_epoch=2,
         test_accuracy=0.58,
         test_loss=1.2,
         precision=0.57,
@@ -55,6 +60,7 @@ def test_every_field_round_trips_through_user_attrs(tmp_path: Path) -> None:
         delta_test_vs_baseline=0.01,
         failure="why",
         artifacts_error="disk full",
+        reused_from="study 'x', trial 0",
         source_trial=4,
         repeat=1,
     )

@@ -3,6 +3,7 @@ with one worker."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -88,7 +89,12 @@ def serve(
         classes=CIFAR10_CLASSES if run.spec.dataset == "cifar10" else (),
     )
     objective = Objective(
-        run.spec, splits, max_epochs=run.max_epochs, on_complete=publish, stop=stop
+        run.spec,
+        splits,
+        max_epochs=run.max_epochs,
+        on_complete=publish,
+        stop=stop,
+        reuse=functools.partial(study.reusable_baseline, storage, run),
     )
     hooks: list[loop.OnTrialEnd] = [StudyRefresher(storage)]
     bar = None

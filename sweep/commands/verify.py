@@ -208,7 +208,7 @@ def _run(
         companion.add_trial(
             optuna.trial.create_trial(
                 state=optuna.trial.TrialState.COMPLETE if scores else optuna.trial.TrialState.FAIL,
-                value=scores.val_accuracy if scores else None,
+                value=scores.score if scores else None,
                 params=source.params,
                 distributions=source.distributions,
                 user_attrs=records.repeat_attrs(
@@ -231,18 +231,17 @@ def _results(
         return [getattr(t, key) for t in runs[number] if t.complete]
 
     base = targets[0].number
-    base_val, base_test = metric(base, "val_accuracy"), metric(base, "test_accuracy")
+    # "value" is the study's score: the last epoch's validation accuracy, or the best's.
+    base_val, base_test = metric(base, "value"), metric(base, "test_accuracy")
     raw = {
-        t.number: compare(metric(t.number, "val_accuracy"), base_val)
-        for t in targets
-        if t.number != base
+        t.number: compare(metric(t.number, "value"), base_val) for t in targets if t.number != base
     }
     adjusted = dict(zip(raw, holm(list(raw.values())), strict=True))
     header = ["trial", "runs", "val acc (95% CI)", "test acc (95% CI)", "Δval pp", "p (Welch)"]
     header += ["p (Holm)", "Δtest pp", "lead"]
     body = []
     for target in targets:
-        val, test = metric(target.number, "val_accuracy"), metric(target.number, "test_accuracy")
+        val, test = metric(target.number, "value"), metric(target.number, "test_accuracy")
         failed = len(runs[target.number]) - len(val)
         cells = [
             f"{target.number}{'*' if target.number == base else ''}",

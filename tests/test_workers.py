@@ -374,7 +374,7 @@ def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
     warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize(): on purpose
     with _optuna.claiming(rdb):
         study.ask()  # a worker claims the requeued trial and dies at once
-    time.sleep(2.5)
+    time.sleep(3.5)  # 2 s of grace, and SQLite keeps whole seconds
     run_trials(study, lambda t: t.suggest_float("x", 0, 1), storage=rdb, budget=1, stop=StopEvent())
     trials = study.get_trials()
     assert _states(trials) == ["FAIL", "FAIL", "FAIL", "FAIL", "COMPLETE"]

@@ -26,6 +26,7 @@ __all__ = [
     "claiming",
     "fill_url_template",
     "forget_artifact",
+    "set_user_attrs",
     "study_id",
     "trial_id",
 ]  # and SweepStorage, built on first use
@@ -48,6 +49,11 @@ PRIVATE_NAMES = (
     ("optuna.storages._rdb.models", "TrialHeartbeatModel"),
     ("optuna.storages._rdb.models", "TrialModel"),
     ("optuna.storages._rdb.models", "SCHEMA_VERSION"),
+    ("optuna.storages._rdb.models", "TrialUserAttributeModel"),
+    ("optuna.storages._rdb.storage", "_create_scoped_session"),
+    ("optuna.storages", "RDBStorage._set_trial_attr_without_commit"),
+    ("optuna.storages._cached_storage", "_CachedStorage._backend"),
+    ("optuna.trial", "Trial._cached_frozen_trial"),
     ("optuna.storages", "RDBStorage._fill_storage_url_template"),
     ("optuna.artifacts._upload", "ARTIFACTS_ATTR_PREFIX"),
 )
@@ -63,6 +69,20 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The trial's id in its storage, which heartbeats and state changes take. Public lookup
     by number costs two queries; this is on every trial's path."""
     return int(trial._trial_id)
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for each of ``attrs``, in one transaction where the storage is
+    sweep's (a trial records about 25 attrs: one commit each costs 2 to 4 ms of CPU). Optuna
+    has no batch call; the trial's own cached copy (which ``trial.user_attrs`` reads) is
+    updated as ``set_user_attr`` updates it."""
+    backend = getattr(trial.storage, "_backend", trial.storage)  # inside Optuna's cache
+    if not hasattr(backend, "set_trial_user_attrs"):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    backend.set_trial_user_attrs(trial_id(trial), attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 def fill_url_template(url: str) -> str:
@@ -188,12 +208,22 @@ def _storage_class() -> type[Any]:
         def _forget_claims(self, session: Any, *_: Any) -> None:
             session.info.pop("sweep_claims", None)
 
+        def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+            """Set several user attrs of a trial in one transaction, not one each."""
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, models.TrialUserAttributeModel, trial_id, key, value
+                    )
+
         def __setstate__(self, state: dict[Any, Any]) -> None:
             super().__setstate__(state)
             self.configure_engine()
 
     SweepStorage.__module__, SweepStorage.__qualname__ = __name__, "SweepStorage"
-    for name in _RETRIED:
+    for name in (*_RETRIED, "set_trial_user_attrs"):
         method = retrying(getattr(SweepStorage, name))
         if name.lstrip("_").startswith("get_"):
             method = _read_only(method)

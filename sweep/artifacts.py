@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,14 +219,31 @@ class Publisher:
 
 
 class StudyRefresher:
-    """An ``on_trial_end`` hook: rewrite the study's note (the leaderboard, and the
-    verification once run) and its figure of every trial against the baseline."""
+    """Rewrites the study's note (the leaderboard, and the verification once run) and its
+    figure of every trial against the baseline.
 
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+    As an ``on_trial_end`` hook it rewrites them at most once every ``every_s`` seconds, so
+    that short trials do not each pay for a study-wide figure; :meth:`flush` writes what is
+    pending when the worker stops. Called without a trial, it rewrites them at once.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, *, every_s: float = 30) -> None:
         self.storage = storage
+        self.every_s = every_s
+        self._last = -math.inf
+        self._pending: optuna.Study | None = None
 
-    def __call__(self, the_study: optuna.Study, _: object = None) -> None:
+    def flush(self) -> None:
+        if self._pending is not None:
+            self(self._pending)
+
+    def __call__(self, the_study: optuna.Study, trial: object = None) -> None:
         from optuna_dashboard import save_note, save_plotly_graph_object
+
+        if trial is not None and time.monotonic() - self._last < self.every_s:
+            self._pending = the_study
+            return
+        self._last, self._pending = time.monotonic(), None
 
         trials = records.read_all(the_study)
         body = tables.study_note(

@@ -192,9 +192,7 @@ def is_baseline(trial: optuna.Trial | optuna.trial.FrozenTrial) -> bool:
 
 
 def _write(trial: optuna.Trial, values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if value is not None:
-            trial.set_user_attr(key, value)
+    _optuna.set_user_attrs(trial, {k: v for k, v in values.items() if v is not None})
 
 
 def write_start(trial: optuna.Trial, params: Params, *, seed: int) -> None:

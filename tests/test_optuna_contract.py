@@ -26,7 +26,8 @@ def live(tmp_path: Path) -> dict[str, object]:
         study_name="c", storage=open_storage(f"sqlite:///{tmp_path / 'c.db'}")
     )
     study.tell(study.ask(), 1.0)
-    return {"Study": study, "Trial": study.ask(), "FrozenTrial": study.trials[0]}
+    live = {"Study": study, "Trial": study.ask(), "FrozenTrial": study.trials[0]}
+    return live | {"_CachedStorage": study._storage}
 
 
 @pytest.mark.parametrize(("module", "path"), _optuna.PRIVATE_NAMES)

@@ -96,7 +96,8 @@ def serve(
         stop=stop,
         reuse=functools.partial(study.reusable_baseline, storage, run),
     )
-    hooks: list[loop.OnTrialEnd] = [StudyRefresher(storage)]
+    refresher = StudyRefresher(storage)
+    hooks: list[loop.OnTrialEnd] = [refresher]
     bar = None
     if progress:
         bar = Progress(the_study, run.budget, quiet=False)
@@ -108,6 +109,10 @@ def serve(
     except Interrupted:
         return the_study, 0, True
     finally:
+        try:
+            refresher.flush()  # the last trials' rows, however the loop ended
+        except Exception:
+            log.warning("could not rewrite the study's note", exc_info=True)
         if bar is not None:
             bar.close()
     return the_study, ran, False

@@ -1,16 +1,32 @@
-# One image for the worker and the dashboard. TensorFlow's CUDA libraries come from PyPI
-# (tensorflow[and-cuda]); the host needs only the NVIDIA driver and the container toolkit.
+# One image for the worker and the dashboard.
+#
+#   docker build .                      # GPU: tensorflow[and-cuda]; the host needs only the
+#                                       # NVIDIA driver and the container toolkit
+#   docker build --build-arg EXTRAS= .  # CPU only: no CUDA wheels, a few GiB smaller
+#
+# docker-compose.yml builds the CPU image, docker-compose.override.yml (the default on GPU
+# hosts) the GPU one.
 FROM python:3.11-slim
+
+ARG EXTRAS=gpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+
+# The dependencies first, from pyproject.toml alone (an empty package stands in for sweep/):
+# a change to the code then rebuilds only the last layers, not TensorFlow's.
 COPY pyproject.toml README.md ./
-COPY sweep ./sweep
+RUN mkdir sweep && touch sweep/__init__.py \
+    && pip install ".${EXTRAS:+[$EXTRAS]}" \
+    && pip uninstall -y sweep && rm -rf sweep build sweep.egg-info
+
 COPY studies ./studies
-RUN pip install '.[gpu]'
+COPY sweep ./sweep
+RUN pip install --no-deps . && rm -rf build sweep.egg-info
 
 # Runs as an unprivileged user; studies/ and the data volume are read-only to it. It owns
 # /artifacts, so a new named volume mounted there (docker-compose.yml) is writable.

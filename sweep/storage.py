@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
+TCP_USER_TIMEOUT_MS = 50_000
 
 
 HEARTBEAT_INTERVAL_S = int(env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
@@ -129,10 +130,16 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
         "pool_recycle": 300,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT_S,
-            # The server drops the session of a worker whose host vanished within a minute or
-            # so (not TCP's default two hours), releasing any study lock it held.
+            # Both ends give up on the other within a minute or so, not TCP's defaults (two
+            # hours idle; 15 minutes of retransmissions when a reply is unacknowledged): the
+            # server drops the session of a worker whose host vanished, releasing any study
+            # lock it held, and a worker cut off from the server notices.
+            "keepalives_idle": 20,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
             "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 "
-            "-c tcp_keepalives_count=3",
+            f"-c tcp_keepalives_count=3 -c tcp_user_timeout={TCP_USER_TIMEOUT_MS}",
         },
     }
 

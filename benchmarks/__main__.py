@@ -15,16 +15,18 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import suite
+from benchmarks import claims, overhead, signals, suite
 
 BENCHMARKS = {
-    "overhead": suite.overhead,
+    "overhead": overhead.overhead,
     "augment": suite.augment,
     "augment_vs_legacy": suite.augment_vs_legacy,
     "search": suite.search,
     "startup": suite.startup,
     "workers": suite.workers,
     "gpu_packing": suite.gpu_packing,
+    "claims": claims.claims,
+    "signals": signals.signals,
 }
 
 

@@ -32,3 +32,43 @@ def test_the_runner_prints_one_line_each_and_writes_the_json(tmp_path) -> None:
 def test_the_runner_refuses_an_unknown_benchmark(tmp_path) -> None:
     done = run_cli("benchmarks", "--only", "nope", cwd=REPO)
     assert done.returncode == 2 and "invalid choice: 'nope'" in done.stderr
+
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
+    """The claim-path benchmark, --quick: real worker processes on both backends, sweep and
+    stock Optuna side by side; what it measures is checked, not how fast it was."""
+    out = tmp_path / "results.json"
+    argv = ("benchmarks", "--quick", "--only", "claims", "--out", str(out))
+    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": POSTGRES})
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert re.fullmatch(
+        r"claims: ratio \d+\.\d{3} \(floor >= 0\.5\)( MISSED)? PostgreSQL, .*", line
+    )
+
+    [result] = json.loads(out.read_text())["results"]
+    rows = {(r["backend"], r["workers"], r["side"]): r for r in result["data"]["rows"]}
+    assert set(rows) == {
+        (backend, n, side)
+        for backend in ("postgresql", "sqlite")
+        for n in (1, 4)
+        for side in ("sweep", "stock")
+    }
+    for (backend, n, side), row in rows.items():
+        assert row["budget"] == result["data"]["budget"] == 40
+        assert row["trials_per_s"] == row["budget"] / row["seconds"] > 0
+        assert row["slowest_claim_s"] > 0
+        if side == "sweep":  # exactly the budget, each planned point once, no worker lost
+            counted = (row["finished"], row["duplicates"], row["run_twice"], row["crashed"])
+            assert counted == (40, 0, 0, {}), row
+        else:  # MaxTrialsCallback stops a worker only once the budget is complete
+            assert row["finished"] >= 40, row
+        table_row = f"{backend:<10} {n:>7} {side:<5} {row['trials_per_s']:>8.1f} "
+        assert table_row in done.stderr  # the table, one line per row
+
+    sweep, stock = rows["postgresql", 4, "sweep"], rows["postgresql", 4, "stock"]
+    assert result["ratio"] == sweep["trials_per_s"] / stock["trials_per_s"]
+    assert result["met"] == (result["ratio"] >= 0.5 and sweep["trials_per_s"] >= 20)

@@ -12,7 +12,8 @@ import contextlib
 import contextvars
 import functools
 import json
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Container, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sweep.retry import retrying
@@ -29,6 +30,7 @@ __all__ = [
     "set_user_attrs",
     "study_id",
     "trial_id",
+    "trial_states",
 ]  # and SweepStorage, built on first use
 
 # Optuna logs every failed trial with its traceback under this private module's logger; the
@@ -45,11 +47,16 @@ PRIVATE_NAMES = (
     ("optuna.storages", "RDBStorage._create_new_trial"),
     ("optuna.storages", "RDBStorage._set_trial_param"),
     ("optuna.storages", "RDBStorage._get_trials"),
+    ("optuna.storages", "RDBStorage._build_frozen_trial_from_trial_model"),
+    ("optuna.storages._rdb.models", "TrialModel._datetime_start_utc"),
+    ("optuna.storages._rdb.models", "TrialModel._datetime_complete_utc"),
+    ("optuna.storages._rdb.models", "NOT_FOUND_MSG"),
     ("optuna.storages", "RDBStorage._get_best_trial_id"),
     ("optuna.storages._rdb.models", "TrialHeartbeatModel"),
     ("optuna.storages._rdb.models", "TrialModel"),
     ("optuna.storages._rdb.models", "SCHEMA_VERSION"),
     ("optuna.storages._rdb.models", "TrialUserAttributeModel"),
+    ("optuna.storages._rdb.models", "TrialSystemAttributeModel"),
     ("optuna.storages._rdb.storage", "_create_scoped_session"),
     ("optuna.storages", "RDBStorage._set_trial_attr_without_commit"),
     ("optuna.storages._cached_storage", "_CachedStorage._backend"),
@@ -83,6 +90,26 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         return
     backend.set_trial_user_attrs(trial_id(trial), attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def trial_states(
+    storage: optuna.storages.BaseStorage, sid: int, keys: tuple[str, ...]
+) -> tuple[dict[int, optuna.trial.TrialState], list[tuple[int, dict[str, Any]]]]:
+    """Each trial's state by number, and the system attrs named ``keys`` of the trials that
+    have any, for the trial loop's budget check under the study lock.
+
+    Optuna has no call that counts trials by state: ``get_trials`` through its cache reads
+    every unfinished trial again, params and attrs, each time. A study with its grid points
+    enqueued holds hundreds of WAITING trials, so that read cost ~45 ms per claim, inside the
+    lock every worker waits on; on sweep's storage this is two narrow queries.
+    """
+    backend = getattr(storage, "_backend", storage)  # inside Optuna's cache
+    if hasattr(backend, "trial_states"):
+        return backend.trial_states(sid, keys)
+    trials = storage.get_all_trials(sid, deepcopy=False)
+    states = {t.number: t.state for t in trials}
+    found = [(t.number, {k: v for k, v in t.system_attrs.items() if k in keys}) for t in trials]
+    return states, [(n, a) for n, a in found if a]
 
 
 def fill_url_template(url: str) -> str:
@@ -218,14 +245,140 @@ def _storage_class() -> type[Any]:
                         session, models.TrialUserAttributeModel, trial_id, key, value
                     )
 
+        def _get_trials(
+            self,
+            study_id: int,
+            states: Container[optuna.trial.TrialState] | None,
+            included_trial_ids: set[int],
+            trial_id_greater_than: int,
+        ) -> list[optuna.trial.FrozenTrial]:
+            """RDBStorage's read of trials (what ``get_all_trials`` and Optuna's cache call),
+            in plain SQL queries instead of ORM loading: ~6x less CPU.
+
+            Optuna's cache calls this on every ``get_trials`` and every ``ask`` and reads all
+            unfinished trials again each time; a study with its grid points enqueued holds
+            hundreds of WAITING ones, so on the claim path, under the study lock, the ORM's
+            load cost ~30 ms per call against ~5 ms here. Optuna's storage tests run on this
+            class (``tests/test_optuna_contract.py``).
+            """
+            trial = models.TrialModel
+            where = [trial.study_id == study_id]
+            if states is not None:
+                where.append(trial.state.in_(list(states)))  # type: ignore[call-overload]
+            included = {i for i in included_trial_ids if i <= trial_id_greater_than}
+            wanted = list(where)
+            if included and trial_id_greater_than > -1:
+                wanted.append(
+                    sqlalchemy.or_(
+                        trial.trial_id.in_(included), trial.trial_id > trial_id_greater_than
+                    )
+                )
+            elif trial_id_greater_than > -1:
+                wanted.append(trial.trial_id > trial_id_greater_than)
+            with self.engine.connect() as conn:
+                studies = models.StudyModel
+                found = conn.execute(
+                    sqlalchemy.select(studies.study_id).where(studies.study_id == study_id)
+                ).first()
+                if found is None:
+                    raise KeyError(models.NOT_FOUND_MSG)
+                try:
+                    return self._read_trials(conn, wanted)
+                except sqlalchemy.exc.OperationalError:
+                    # Too many ids for one IN on this database (SQLite's variable limit): as
+                    # Optuna falls back, read the study's trials and keep those asked for.
+                    conn.rollback()
+                    return [
+                        t
+                        for t in self._read_trials(conn, where)
+                        if t._trial_id in included or t._trial_id > trial_id_greater_than
+                    ]
+
+        def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+            """RDBStorage's, in plain SQL queries (see :meth:`_get_trials`); Optuna's cache
+            calls it for every unfinished trial it is asked about, 3 times per trial run."""
+            with self.engine.connect() as conn:
+                found = self._read_trials(conn, [models.TrialModel.trial_id == trial_id])
+            if not found:
+                raise KeyError(models.NOT_FOUND_MSG)
+            return found[0]
+
+        def _read_trials(self, conn: Any, where: list[Any]) -> list[optuna.trial.FrozenTrial]:
+            """The trials matching ``where``: one query for the trials, one per table of their
+            params, values, attrs and intermediate values. The rows go through RDBStorage's
+            own ``_build_frozen_trial_from_trial_model``, so the trials built are Optuna's."""
+            trial = models.TrialModel
+            rows = conn.execute(
+                sqlalchemy.select(
+                    trial.trial_id,
+                    trial.number,
+                    trial.state,
+                    trial._datetime_start_utc.label("_datetime_start_utc"),
+                    trial._datetime_complete_utc.label("_datetime_complete_utc"),
+                )
+                .where(*where)
+                .order_by(trial.trial_id)
+            ).all()
+            if not rows:
+                return []
+            ids = sqlalchemy.select(trial.trial_id).where(*where).scalar_subquery()
+            start, complete = vars(trial)["datetime_start"], vars(trial)["datetime_complete"]
+            children: dict[str, dict[int, list[Any]]] = {}
+            for field, model in (
+                ("params", models.TrialParamModel),
+                ("values", models.TrialValueModel),
+                ("user_attributes", models.TrialUserAttributeModel),
+                ("system_attributes", models.TrialSystemAttributeModel),
+                ("intermediate_values", models.TrialIntermediateValueModel),
+            ):
+                by_trial = children[field] = {}
+                query = sqlalchemy.select(*model.__table__.c).where(model.trial_id.in_(ids))
+                for row in conn.execute(query):
+                    by_trial.setdefault(row.trial_id, []).append(row)
+            return [
+                self._build_frozen_trial_from_trial_model(
+                    types.SimpleNamespace(  # type: ignore[arg-type]  # what it reads of a TrialModel
+                        trial_id=row.trial_id,
+                        number=row.number,
+                        state=row.state,
+                        # Optuna's conversion of the stored UTC times.
+                        datetime_start=start.fget(row),
+                        datetime_complete=complete.fget(row),
+                        **{f: rows.get(row.trial_id, []) for f, rows in children.items()},
+                    )
+                )
+                for row in rows
+            ]
+
+        def trial_states(
+            self, sid: int, keys: tuple[str, ...]
+        ) -> tuple[dict[int, optuna.trial.TrialState], list[tuple[int, dict[str, Any]]]]:
+            """See :func:`trial_states`."""
+            trial, attr = models.TrialModel, models.TrialSystemAttributeModel
+            with self.engine.connect() as conn:
+                states = dict(
+                    conn.execute(
+                        sqlalchemy.select(trial.number, trial.state).where(trial.study_id == sid)
+                    ).all()
+                )
+                rows = conn.execute(
+                    sqlalchemy.select(trial.number, attr.key, attr.value_json)
+                    .join(trial, attr.trial_id == trial.trial_id)
+                    .where(trial.study_id == sid, attr.key.in_(keys))
+                ).all()
+            found: dict[int, dict[str, Any]] = {}
+            for number, key, value in rows:
+                found.setdefault(number, {})[key] = json.loads(value)
+            return states, sorted(found.items())
+
         def __setstate__(self, state: dict[Any, Any]) -> None:
             super().__setstate__(state)
             self.configure_engine()
 
     SweepStorage.__module__, SweepStorage.__qualname__ = __name__, "SweepStorage"
-    for name in (*_RETRIED, "set_trial_user_attrs"):
+    for name in (*_RETRIED, "set_trial_user_attrs", "trial_states"):
         method = retrying(getattr(SweepStorage, name))
-        if name.lstrip("_").startswith("get_"):
+        if name.lstrip("_").startswith("get_") or name == "trial_states":
             method = _read_only(method)
         setattr(SweepStorage, name, method)
     return SweepStorage

@@ -28,7 +28,7 @@ from sweep.storage import HEARTBEAT_INTERVAL_S, Held, study_lock
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["counts", "finished", "requeue_trials_of", "run_trials", "worker_id"]
+__all__ = ["budget_counts", "counts", "finished", "requeue_trials_of", "run_trials", "worker_id"]
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,24 @@ def worker_id(pid: int) -> str:
 def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
     """(finished, running) among ``trials`` that count against the budget; a failed trial
     that was run again (a dead worker's, an interrupted one) does not count."""
+    return _tally({t.number: t.state for t in trials}, records.superseded(trials))
+
+
+def budget_counts(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[int, int]:
+    """:func:`counts` of all the study's trials, read from the storage in two narrow queries
+    (the trial loop's check, under the study lock)."""
+    states, attrs = _optuna.trial_states(
+        storage, _optuna.study_id(study), records.SUPERSEDING_ATTRS
+    )
+    return _tally(states, records.superseded_by(attrs))
+
+
+def _tally(states: dict[int, optuna.trial.TrialState], retried: set[int]) -> tuple[int, int]:
     from optuna.trial import TrialState
 
-    retried = records.superseded(trials)
-    counted = [t for t in trials if t.number not in retried]
+    counted = [s for n, s in states.items() if n not in retried]
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return (
-        sum(t.state in done for t in counted),
-        sum(t.state == TrialState.RUNNING for t in counted),
-    )
+    return sum(s in done for s in counted), sum(s == TrialState.RUNNING for s in counted)
 
 
 def finished(study: optuna.Study) -> int:
@@ -145,9 +154,12 @@ def run_trials(
                 lock = claim.enter_context(study_lock(storage, study.study_name))
                 if stop.is_set():  # asked while it waited for the lock
                     break
-                # Fail dead workers' trials first: a stale RUNNING trial would hold budget.
-                _fail_stale(study)
-                done, running = counts(study.get_trials(deepcopy=False))
+                done, running = budget_counts(study, storage)
+                if done < budget <= done + running:
+                    # No room: fail dead workers' trials, whose RUNNING state holds budget.
+                    # (With room, Optuna fails them itself before each trial it runs.)
+                    _fail_stale(study)
+                    done, running = budget_counts(study, storage)
                 if done >= budget:
                     return ran
                 if done + running < budget:

@@ -11,6 +11,7 @@ baseline are computed here, once, in fractions; tables turn them into percentage
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -309,12 +310,22 @@ def write_given_back(trial: optuna.Trial) -> None:
     trial.storage.set_trial_system_attr(_optuna.trial_id(trial), _GIVEN_BACK, True)
 
 
-def superseded(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+# The system attrs that take a trial out of the budget (see :func:`superseded`).
+SUPERSEDING_ATTRS = ("retry_history", _INTERRUPTED, _GIVEN_BACK)
+
+
+def superseded(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
     """Numbers of the failed attempts that were run again (after a dead worker or a stop),
     and of trials given back unrun; none of them counts against the budget."""
-    again = {
-        n
-        for t in trials
-        for n in (*t.system_attrs.get("retry_history", ()), *t.system_attrs.get(_INTERRUPTED, ()))
-    }
-    return again | {t.number for t in trials if t.system_attrs.get(_GIVEN_BACK)}
+    return superseded_by((t.number, t.system_attrs) for t in trials)
+
+
+def superseded_by(system_attrs: Iterable[tuple[int, Mapping[str, Any]]]) -> set[int]:
+    """:func:`superseded`, from each trial's number and system attrs (only those named in
+    :data:`SUPERSEDING_ATTRS` are read)."""
+    out: set[int] = set()
+    for number, attrs in system_attrs:
+        out.update(attrs.get("retry_history", ()), attrs.get(_INTERRUPTED, ()))
+        if attrs.get(_GIVEN_BACK):
+            out.add(number)
+    return out

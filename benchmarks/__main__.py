@@ -20,7 +20,6 @@ from benchmarks import claims, overhead, signals, suite
 BENCHMARKS = {
     "overhead": overhead.overhead,
     "augment": suite.augment,
-    "augment_vs_legacy": suite.augment_vs_legacy,
     "search": suite.search,
     "startup": suite.startup,
     "workers": suite.workers,
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the results (default: benchmarks/results.json)",
     )
     args = p.parse_args(argv)
-    if {"augment", "augment_vs_legacy", "search"} & set(args.only or BENCHMARKS):
+    if {"augment", "search"} & set(args.only or BENCHMARKS):
         # These train in this process: quiet TensorFlow's start-up and Keras's dataset notes.
         import warnings
 

@@ -11,15 +11,11 @@ process and every process it started) and its least wall time.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.suite import Result, _env
+from benchmarks.suite import Result, _timed, rotated
 
 __all__ = ["overhead"]
 
@@ -40,35 +36,6 @@ epochs = 3
 """
 
 
-Timing = tuple[float, float]  # CPU seconds, wall seconds
-
-
-def _run(argv: list[str], cwd: Path) -> Timing:
-    """(CPU seconds, wall seconds) of a command and everything it started; it must succeed."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
-
-
-def _rotated(
-    sides: dict[str, Callable[[], tuple[float, float]]], rounds: int
-) -> dict[str, tuple[float, float]]:
-    """Each side's least CPU and least wall time over ``rounds``, run in a rotating order."""
-    seen: dict[str, list[Timing]] = {name: [] for name in sides}
-    names = list(sides)
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order if r % 2 == 0 else order[::-1]:
-            seen[name].append(sides[name]())
-    return {name: (min(c for c, _ in runs), min(w for _, w in runs)) for name, runs in seen.items()}
-
-
 def overhead(quick: bool) -> Result:
     """CPU seconds per trial through ``sweep launch`` (storage, records, figures, notes, kept
     models) over a plain Optuna script (SQLite, ``KerasPruningCallback``, enqueued points)
@@ -85,20 +52,19 @@ def overhead(quick: bool) -> Result:
 
         launch = [py, "-m", "sweep", "launch", "--study", "overhead.toml", "--quiet"]
         first = fresh_db()
-        _run([*launch, "--storage", first, "--subset", subset], work)
+        _timed([*launch, "--storage", first, "--subset", subset], work)
         trials = _trials(first)
         (work / "trials.json").write_text(json.dumps(trials))
         plain = [py, "-m", "benchmarks.plain", "--trials", "trials.json", "--subset", subset]
         sides = {
-            "service": lambda: _run([*launch, "--storage", fresh_db(), "--subset", subset], work),
-            "optuna": lambda: _run([*plain, "--optuna", fresh_db()], work),
-            "bare": lambda: _run(plain, work),
+            "service": lambda: _timed([*launch, "--storage", fresh_db(), "--subset", subset], work),
+            "optuna": lambda: _timed([*plain, "--optuna", fresh_db()], work),
+            "bare": lambda: _timed(plain, work),
         }
-        best = _rotated(sides, rounds=2 if quick else 3)
+        best = rotated(sides, rounds=2 if quick else 3)
     n = len(trials)
-    (svc_cpu, svc_wall), (opt_cpu, opt_wall), (bare_cpu, bare_wall) = (
-        best["service"], best["optuna"], best["bare"]
-    )  # fmt: skip
+    svc_cpu, opt_cpu, bare_cpu = (best[k].cpu for k in ("service", "optuna", "bare"))
+    svc_wall, opt_wall, bare_wall = (best[k].wall for k in ("service", "optuna", "bare"))
     return Result(
         "overhead",
         svc_cpu / opt_cpu,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
-from sweep.config import Params, StudySpec
+from sweep.config import Params, PrunerSpec, StudySpec
 from sweep.errors import UserError
 from sweep.records import TrialRecord
 from sweep.run import RunOptions, spec_from_stored
@@ -210,12 +210,19 @@ def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # group: the dropout rates exist only for the dropout family (a conditional space).
             return optuna.samplers.TPESampler(
                 seed=seed,
+                # Optuna counts every finished trial here, the planned baseline included.
                 n_startup_trials=spec.sampler.n_startup_trials,
+                # One model of the parameters a trial draws together: a family comes with the
+                # learning rate, batch size and epochs it did well with. group: the dropout
+                # rates exist only for the dropout family (a conditional space).
                 multivariate=True,
                 group=True,
+                # Workers sharing a study: a running trial counts as a bad one, so another
+                # worker does not draw the same point meanwhile. Said here, not left to
+                # Optuna's default, which was False before Optuna 5.
+                constant_liar=True,
             )
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
@@ -232,12 +239,48 @@ def _pruner(spec: StudySpec, top_epochs: int) -> optuna.pruners.BasePruner:
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
         )
     if p.name == "hyperband":
+        _warn_if_trials_skip_rungs(spec, _hyperband_rungs(p, top_epochs))
         return optuna.pruners.HyperbandPruner(
             min_resource=p.min_resource,
             max_resource=top_epochs,
             reduction_factor=p.reduction_factor,
         )
     return optuna.pruners.NopPruner()
+
+
+def _hyperband_rungs(pruner: PrunerSpec, top_epochs: int) -> list[int]:
+    """The epochs after which Hyperband can prune a trial, in any of its brackets:
+    ``min_resource`` times each power of ``reduction_factor``, up to ``top_epochs``
+    (1, 3, 9 for 1, 3 and 15)."""
+    rungs, epoch = [], pruner.min_resource
+    while epoch <= top_epochs:
+        rungs.append(epoch)
+        epoch *= pruner.reduction_factor
+    return rungs
+
+
+def _warn_if_trials_skip_rungs(spec: StudySpec, rungs: list[int]) -> None:
+    """Warn when some trials can finish before the last rung that longer ones must pass.
+
+    Optuna's TPE ranks every completed trial above every pruned one. A trial that asks for
+    fewer epochs than the last rung completes without facing it, while a longer one that
+    was as good at that epoch may be pruned there, so the sampler learns to ask for short
+    runs, however well the longer ones were doing.
+    """
+    epochs = spec.dimension("epochs")
+    if spec.sampler.name != "tpe" or epochs.kind == "fixed" or not rungs:
+        return
+    shortest = int(epochs.low if epochs.kind == "range" else min(epochs.choices))
+    if shortest < rungs[-1]:
+        log.warning(
+            "space.epochs lets a trial stop after %d epochs, before Hyperband's last rung at "
+            "epoch %d: such trials complete without facing it, and TPE ranks them above the "
+            "longer ones it prunes there; start space.epochs at %d, or lower the rungs "
+            "(pruner.min_resource)",
+            shortest,
+            rungs[-1],
+            rungs[-1],
+        )
 
 
 def _sampler_seed(seed: int, worker: int | None) -> int:

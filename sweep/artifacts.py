@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import tempfile
 import time
@@ -102,8 +101,10 @@ def trial_note(
     baseline: TrialRecord | None,
     *,
     is_baseline: bool,
+    classes: tuple[str, ...] = (),
 ) -> str:
-    """The trial's markdown note: its metrics, the completed baseline's, and the Δ of each."""
+    """The trial's markdown note: its metrics, the completed baseline's, and the Δ of each;
+    then its test-set confusion matrix."""
     title = f"## Trial {number}" + (" — the baseline" if is_baseline else "")
     lines = [title, "", "| metric | this trial | baseline | Δ |", "| --- | ---: | ---: | ---: |"]
     for label, key, fmt, scale, unit in _ROWS:
@@ -118,11 +119,34 @@ def trial_note(
     if not is_baseline and baseline is None:
         lines += ["", "The baseline had not finished when this trial did: see the study note."]
     lines += ["", "Parameters: " + ", ".join(f"`{k}={v}`" for k, v in params.items())]
+    if result.confusion:
+        lines += ["", *confusion_table(result.confusion, classes)]
     return "\n".join(lines)
 
 
+def confusion_table(matrix: list[list[int]], classes: tuple[str, ...] = ()) -> list[str]:
+    """A confusion matrix as Markdown: true classes by row, predicted by column.
+
+    A table in the note, not a figure: the dashboard shows it beside the metrics, and drawing
+    it with Matplotlib cost ~0.1 s of CPU per trial, a third of what a trial cost beyond
+    training (``benchmarks/overhead.py``).
+    """
+    n = len(matrix)
+    names = classes if len(classes) == n else tuple(f"class {i}" for i in range(n))
+    return [
+        "Test-set confusion matrix (rows: true class; columns: predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * n,
+        *(
+            f"| {name} | " + " | ".join(map(str, row)) + " |"
+            for name, row in zip(names, matrix, strict=True)
+        ),
+    ]
+
+
 class Publisher:
-    """A trial's ``on_complete`` hook: upload its figures and note, keep its model if it ranks.
+    """A trial's ``on_complete`` hook: upload its figure and note, keep its model if it ranks.
 
     Called while the trial still runs: Optuna only lets a running trial take artifacts.
 
@@ -147,7 +171,6 @@ class Publisher:
         self.classes = classes
 
     def __call__(self, trial: optuna.Trial, done: Completed) -> None:
-        import numpy as np
         import optuna
         from optuna_dashboard import save_note
 
@@ -155,28 +178,21 @@ class Publisher:
         base_history = done.baseline.history if done.baseline is not None else None
         label = f"trial {trial.number}" + (" (baseline)" if is_baseline else "")
         with tempfile.TemporaryDirectory(prefix="sweep-trial-") as tmp:
-            figures = {
-                "learning_curves.png": plots.learning_curves(
-                    done.scores.history, base_history, title=f"{label}: learning curves"
-                ),
-                "confusion_matrix.png": plots.confusion_figure(
-                    np.asarray(done.scores.confusion),
-                    classes=self.classes,
-                    title=f"{label}: test-set confusion matrix",
-                ),
-            }
-            for name, figure in figures.items():
-                path = plots.save_png(figure, Path(tmp) / name)
-                optuna.artifacts.upload_artifact(
-                    artifact_store=self.store, file_path=str(path), study_or_trial=trial,
-                    mimetype="image/png",
-                )  # fmt: skip
+            figure = plots.learning_curves(
+                done.scores.history, base_history, title=f"{label}: learning curves"
+            )
+            path = plots.save_png(figure, Path(tmp) / "learning_curves.png")
+            optuna.artifacts.upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                mimetype="image/png",
+            )  # fmt: skip
         note = trial_note(
             trial.number,
             asdict(done.params),
             done.scores,
             done.baseline,
             is_baseline=is_baseline,
+            classes=self.classes,
         )
         save_note(trial, note)
         if self.keep > 0:
@@ -222,15 +238,16 @@ class StudyRefresher:
     """Rewrites the study's note (the leaderboard, and the verification once run) and its
     figure of every trial against the baseline.
 
-    As an ``on_trial_end`` hook it rewrites them at most once every ``every_s`` seconds, so
-    that short trials do not each pay for a study-wide figure; :meth:`flush` writes what is
+    As an ``on_trial_end`` hook it rewrites them at most once every ``every_s`` seconds, the
+    first time ``every_s`` after it was made, so that short trials do not each pay for a
+    study-wide figure (Plotly's import alone costs ~0.3 s); :meth:`flush` writes what is
     pending when the worker stops. Called without a trial, it rewrites them at once.
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage, *, every_s: float = 30) -> None:
         self.storage = storage
         self.every_s = every_s
-        self._last = -math.inf
+        self._last = time.monotonic()
         self._pending: optuna.Study | None = None
 
     def flush(self) -> None:

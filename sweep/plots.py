@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
     import optuna
     from matplotlib.figure import Figure
     from plotly.graph_objects import Figure as PlotlyFigure
 
 __all__ = [
     "CIFAR10_CLASSES",
-    "confusion_figure",
     "grid_heatmap",
     "history_figure",
     "learning_curves",
@@ -78,30 +76,6 @@ def learning_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    return fig
-
-
-def confusion_figure(matrix: np.ndarray, *, classes: tuple[str, ...], title: str) -> Figure:
-    """Counts of true (rows) against predicted (columns) classes, each cell annotated."""
-    from matplotlib.figure import Figure
-
-    n = len(matrix)
-    names = classes if len(classes) == n else tuple(f"class {i}" for i in range(n))
-    fig = Figure(figsize=(6.6, 5.8))
-    fig.subplots_adjust(left=0.19, right=0.9, bottom=0.18, top=0.93)
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for i in range(n):
-        for j in range(n):
-            color = "white" if matrix[i, j] > threshold else "black"
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_title(title)
     return fig
 
 

@@ -630,7 +630,7 @@ def _check_the_dashboard_serves(a: Stack, name: str, trials: list[optuna.trial.F
         if t.state.name != "COMPLETE":
             continue
         artifacts = {x["filename"]: x["artifact_id"] for x in served[t.number]["artifacts"]}
-        assert {"learning_curves.png", "confusion_matrix.png"} <= set(artifacts), t.number
+        assert "learning_curves.png" in artifacts, t.number
         path = f"/artifacts/{study['study_id']}/{served[t.number]['trial_id']}"
         kind, body = get(f"{path}/{artifacts['learning_curves.png']}")
         assert kind == "image/png" and body.startswith(PNG)

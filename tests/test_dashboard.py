@@ -76,7 +76,7 @@ def _notes(study: optuna.Study) -> dict[int | None, str]:
     return notes
 
 
-def test_every_trial_has_curves_confusion_and_a_note_against_the_baseline(finished: Path):
+def test_every_trial_has_curves_and_a_note_against_the_baseline_with_its_confusion(finished: Path):
     study = _study(finished)
     store = finished / "sweep-artifacts"
     notes = _notes(study)
@@ -85,16 +85,20 @@ def test_every_trial_has_curves_confusion_and_a_note_against_the_baseline(finish
     base = next(t for t in trials if t.user_attrs["is_baseline"])
     for t in trials:
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
-        assert sorted(m.filename for m in metas) == [
-            "confusion_matrix.png",
-            "learning_curves.png",
-        ]
+        assert [m.filename for m in metas] == ["learning_curves.png"]
         for m in metas:
             assert m.mimetype == "image/png"
             assert (store / m.artifact_id).read_bytes().startswith(PNG)
         note = notes[t.number]
         assert f"## Trial {t.number}" in note
         assert f"{100 * t.value:.2f}%" in note  # this trial's validation accuracy
+        # The test-set confusion matrix, a row per true class: its diagonal is the test
+        # accuracy the trial recorded.
+        rows = [line for line in note.splitlines() if line.startswith("| class ")]
+        matrix = [[int(c) for c in r.strip("| ").split(" | ")[1:]] for r in rows]
+        assert len(matrix) == 10 and all(len(r) == 10 for r in matrix)
+        right = sum(matrix[i][i] for i in range(10))
+        assert right / sum(map(sum, matrix)) == pytest.approx(t.user_attrs["test_accuracy"])
         if t.number != base.number:
             assert f"{100 * base.value:.2f}%" in note  # the baseline's, beside it
             delta = 100 * (t.value - base.value)

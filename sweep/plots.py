@@ -2,8 +2,7 @@
 
 Static figures (PNG) are Matplotlib's, drawn on a bare :class:`~matplotlib.figure.Figure` so
 no GUI backend or global pyplot state is involved (workers draw them between trials).
-Interactive figures (HTML, and the dashboard's study page) are Plotly's, from
-``optuna.visualization`` where Optuna has the plot.
+Interactive figures (HTML, and the dashboard's study page) are Plotly's.
 """
 
 from __future__ import annotations
@@ -80,10 +79,26 @@ def learning_curves(
 
 
 def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyFigure:
-    """Optuna's optimization history, with the baseline's value drawn as a line."""
-    import optuna
+    """The optimization history (each completed trial's value, and the best so far), with the
+    baseline's value drawn as a line.
 
-    figure = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
+    Drawn with ``plotly.graph_objects`` alone: ``optuna.visualization`` would do it too, but
+    importing it costs a worker ~0.6 s of CPU, about 0.1 s a trial on a short study.
+    """
+    import itertools
+
+    import plotly.graph_objects as go
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    numbers = [t.number for t in done]
+    values = [float(t.value) for t in done if t.value is not None]
+    figure = go.Figure(
+        [
+            go.Scatter(x=numbers, y=values, mode="markers", name="val accuracy"),
+            go.Scatter(x=numbers, y=list(itertools.accumulate(values, max)), name="best so far"),
+        ]
+    )
     if baseline_value is not None:
         # A shape and an annotation, not add_hline: that costs Plotly 60 ms a call.
         figure.add_shape(
@@ -94,7 +109,11 @@ def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyF
             xref="paper", x=1, y=baseline_value, xanchor="right", yanchor="top",
             text=f"baseline {100 * baseline_value:.2f}%", showarrow=False,
         )  # fmt: skip
-    figure.update_layout(title="Validation accuracy of every trial against the baseline")
+    figure.update_layout(
+        title="Validation accuracy of every trial against the baseline",
+        xaxis_title="trial",
+        yaxis_title="val accuracy",
+    )
     return figure
 
 

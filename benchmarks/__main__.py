@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import claims, overhead, signals, suite
+from benchmarks import backends, claims, overhead, signals, suite
 
 BENCHMARKS = {
     "overhead": overhead.overhead,
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "gpu_packing": suite.gpu_packing,
     "claims": claims.claims,
     "signals": signals.signals,
+    "backends": backends.backends,
 }
 
 

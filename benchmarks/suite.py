@@ -29,20 +29,22 @@ REPO = Path(__file__).resolve().parent.parent
 class Result:
     name: str
     ratio: float | None  # None: skipped
-    floor: float
+    floor: float | None  # None: measured, with no floor to meet
     higher_is_better: bool = False
     details: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def met(self) -> bool | None:
-        if self.ratio is None:
+        if self.ratio is None or self.floor is None:
             return None
         return self.ratio >= self.floor if self.higher_is_better else self.ratio <= self.floor
 
     def line(self) -> str:
         if self.ratio is None:
             return f"{self.name}: skipped ({self.details})"
+        if self.floor is None:
+            return f"{self.name}: ratio {self.ratio:.3f} (no floor) {self.details}"
         sign = ">=" if self.higher_is_better else "<="
         verdict = "" if self.met else " MISSED"
         floor = f"(floor {sign} {self.floor}){verdict}"

@@ -50,6 +50,8 @@ PRUNERS = ("none", "median", "hyperband")
 
 MAX_SEED = 40_000
 SCORES = ("last_epoch", "best_epoch")
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3's
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras's dtype policies
 """Trial seeds are ``seed * 100_003 + trial number``, and must stay below 2**32 for NumPy."""
 
 FAMILY_PARAMS: Mapping[str, tuple[str, ...]] = {"dropout": ("dropout_conv", "dropout_dense")}
@@ -144,6 +146,8 @@ class StudySpec:
     keep_models: int = 3
     sampler_seed: int | None = None  # None: seed
     score: str = "last_epoch"  # or "best_epoch"
+    backend: str | None = None  # None: $KERAS_BACKEND, else tensorflow
+    precision: str = "float32"
     source: Path | None = field(default=None, compare=False)
     text: str = field(default="", compare=False, repr=False)  # the study file, as written
 
@@ -239,6 +243,25 @@ SETTINGS: Mapping[str, Setting] = {
             lambda v: v in SCORES,
             "one of " + ", ".join(SCORES),
             default="last_epoch",
+        ),
+        Setting(
+            "backend",
+            str,
+            "Keras 3 backend the trials train on: `tensorflow`, `jax` or `torch` (`pip install "
+            "-e '.[jax]'` or `'.[torch]'`). Default: `$KERAS_BACKEND`, else `tensorflow`; "
+            "`--backend` overrides both.",
+            lambda v: v in BACKENDS,
+            "one of " + ", ".join(BACKENDS),
+            default=None,
+        ),
+        Setting(
+            "precision",
+            str,
+            "Keras dtype policy: `float32`, or `mixed_bfloat16` / `mixed_float16` (compute in "
+            "16 bits, weights and the softmax in 32; for GPUs that have the 16-bit units).",
+            lambda v: v in PRECISIONS,
+            "one of " + ", ".join(PRECISIONS),
+            default="float32",
         ),
         Setting(
             "keep_models",
@@ -562,6 +585,8 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
         keep_models=top_values["keep_models"],
         sampler_seed=top_values["sampler_seed"],
         score=top_values["score"],
+        backend=top_values["backend"],
+        precision=top_values["precision"],
     )
 
 

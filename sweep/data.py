@@ -1,8 +1,10 @@
 """Datasets and the input pipeline.
 
-Images are held once per process as ``uint8`` arrays (a quarter of the memory of float32);
-the tf.data pipeline casts, scales to [0, 1], augments and prefetches batch by batch, so the
-model is never waiting on Python.
+Images are held once per process as ``uint8`` arrays (a quarter of the memory of float32) and
+cast, scaled to [0, 1] and augmented batch by batch: on TensorFlow by a tf.data pipeline that
+prefetches in parallel, so the model is never waiting on Python; on JAX and PyTorch by a Keras
+``PyDataset`` (:mod:`sweep._batches`) whose warp is ``keras.ops``, run on the backend's device,
+so those backends never import TensorFlow.
 
 * ``synthetic``: a deterministic, CIFAR-shaped dataset generated from a seed, no download.
 * ``cifar10``: the official python archive, read from ``--data-dir`` / ``$SWEEP_DATA_DIR``
@@ -415,7 +417,8 @@ class Augmenter:
     flip: bool  # horizontal flip with probability 1/2
 
     def __call__(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Augment a float batch ``(n, h, w, c)``; ``seed`` is a shape-(2,) int tensor."""
+        """Augment a float batch ``(n, h, w, c)`` in TensorFlow; ``seed`` is a shape-(2,)
+        int tensor."""
         import tensorflow as tf
 
         n = tf.shape(images)[0]
@@ -428,23 +431,9 @@ class Augmenter:
         if self.flip:
             flipped = tf.random.stateless_uniform([n], keys[0]) < 0.5
             images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)
-        angle, shear = uniform(1, self.rotation), uniform(2, self.shear)
-        scale = 1.0 + uniform(3, self.zoom)
-        tx, ty = uniform(4, self.shift) * width, uniform(5, self.shift) * height
-        # Output pixel p samples input pixel c + M (p - c) - t: M rotates, shears and scales.
-        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-        m00, m01 = cos, cos * shear - sin
-        m10, m11 = sin, sin * shear + cos
-        cx, cy = (width - 1) / 2, (height - 1) / 2
-        zeros = tf.zeros([n])
-        transforms = tf.stack(
-            [
-                m00, m01, cx - m00 * cx - m01 * cy - tx,
-                m10, m11, cy - m10 * cx - m11 * cy - ty,
-                zeros, zeros,
-            ],
-            axis=1,
-        )  # fmt: skip
+        transforms = self._transforms(
+            tf, n, [uniform(i, b) for i, b in enumerate(self._bounds, start=1)], width, height
+        )
         return tf.raw_ops.ImageProjectiveTransformV3(
             images=images,
             transforms=transforms,
@@ -453,6 +442,53 @@ class Augmenter:
             interpolation="BILINEAR",
             fill_mode="NEAREST",
         )
+
+    def keras_ops(self, images: Any, rng: np.random.Generator) -> Any:
+        """Augment a float batch ``(n, h, w, c)`` with ``keras.ops`` on the backend's device
+        (JAX, PyTorch), the draws taken from ``rng``: the same warp as :meth:`__call__`."""
+        import numpy as np
+        from keras import ops
+
+        n, height, width = images.shape[0], images.shape[1], images.shape[2]
+        if self.flip:
+            flipped = ops.convert_to_tensor(rng.random(n) < 0.5)
+            images = ops.where(flipped[:, None, None, None], ops.flip(images, axis=2), images)
+        draws = [rng.uniform(-b, b, n).astype("float32") for b in self._bounds]
+        transforms = self._transforms(np, n, draws, width, height).astype("float32")
+        return ops.image.affine_transform(
+            images,
+            ops.convert_to_tensor(transforms),
+            interpolation="bilinear",
+            fill_mode="nearest",
+            data_format="channels_last",
+        )
+
+    @property
+    def _bounds(self) -> tuple[float, float, float, float, float]:
+        """The ranges of the angle, shear, zoom and the two shifts, drawn in that order."""
+        return self.rotation, self.shear, self.zoom, self.shift, self.shift
+
+    @staticmethod
+    def _transforms(xp: Any, n: Any, draws: list[Any], width: int, height: int) -> Any:
+        """The ``(n, 8)`` projective transforms of the draws (``xp`` is TensorFlow or NumPy):
+        output pixel p samples input pixel c + M (p - c) - t, where M rotates, shears and
+        scales."""
+        angle, shear, zoom, shift_x, shift_y = draws
+        scale = 1.0 + zoom
+        tx, ty = shift_x * width, shift_y * height
+        cos, sin = xp.cos(angle) / scale, xp.sin(angle) / scale
+        m00, m01 = cos, cos * shear - sin
+        m10, m11 = sin, sin * shear + cos
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        zeros = xp.zeros([n])
+        return xp.stack(
+            [
+                m00, m01, cx - m00 * cx - m01 * cy - tx,
+                m10, m11, cy - m10 * cx - m11 * cy - ty,
+                zeros, zeros,
+            ],
+            axis=1,
+        )  # fmt: skip
 
 
 def augmenter(aug: Augmentation, strength: float, *, seed: int = 0) -> Augmenter | None:
@@ -476,6 +512,12 @@ def _scale(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(x, tf.float32) / 255.0, y
 
 
+def _on_tensorflow() -> bool:
+    import keras
+
+    return bool(keras.backend.backend() == "tensorflow")
+
+
 def train_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -483,12 +525,17 @@ def train_dataset(
     batch_size: int,
     seed: int,
     augment: Augmenter | None = None,
-) -> tf.data.Dataset:
-    """Shuffled, batched, scaled (and augmented) training batches, prefetched.
+) -> Any:
+    """Shuffled, batched, scaled (and augmented) training batches, on the Keras backend's
+    own pipeline (a tf.data ``Dataset`` on TensorFlow, else a ``PyDataset``).
 
     The images stay uint8 until a batch is taken: they are cast, scaled and augmented batch by
-    batch, in parallel, ahead of the model.
+    batch, ahead of the model.
     """
+    if not _on_tensorflow():
+        from sweep._batches import ArrayBatches  # Keras: imported where a model trains
+
+        return ArrayBatches(x, y, batch_size=batch_size, seed=seed, augment=augment)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -507,8 +554,12 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> tf.data.Dataset:
-    """Batched, scaled evaluation batches, prefetched."""
+def eval_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> Any:
+    """Batched, scaled evaluation batches in order, on the Keras backend's own pipeline."""
+    if not _on_tensorflow():
+        from sweep._batches import ArrayBatches
+
+        return ArrayBatches(x, y, batch_size=batch_size)
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)

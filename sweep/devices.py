@@ -1,13 +1,17 @@
 """Where each worker runs: its GPU (or the CPU) and its share of the CPU's threads.
 
 Placement is decided by the launcher and handed to each worker process as environment
-variables, because TensorFlow reads them once, when it first starts, and never again:
+variables, because the Keras backends read them once, when they first start, and never again:
 
 * ``CUDA_VISIBLE_DEVICES``: the one GPU a worker sees (``--gpus``), or none.
-* ``TF_FORCE_GPU_ALLOW_GROWTH=true``: workers that share a GPU take memory as they need it
-  instead of all of it at start.
-* ``SWEEP_GPU_MEMORY_MB``: a hard per-process memory limit instead (``--gpu-memory``), set by
-  :func:`configure_tensorflow` before the GPU is first touched.
+* ``TF_FORCE_GPU_ALLOW_GROWTH=true`` and ``XLA_PYTHON_CLIENT_PREALLOCATE=false``: workers that
+  share a GPU take memory as they need it instead of all of it at start (TensorFlow's default,
+  and JAX's, is to take most of it; PyTorch's caching allocator grows as it needs).
+* ``SWEEP_GPU_MEMORY_MB``: a hard per-process memory limit instead (``--gpu-memory``), applied
+  by :func:`configure` before the GPU is first touched: a logical device of that size on
+  TensorFlow, that share of the GPU's memory on JAX (``XLA_PYTHON_CLIENT_MEM_FRACTION``) and
+  PyTorch (``torch.cuda.set_per_process_memory_fraction``).
+* ``SWEEP_BACKEND``: the Keras backend the launcher chose for its workers (``--backend``).
 * ``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREADS``: CPU workers
   split the cores instead of each starting one thread per core and fighting over them.
 """
@@ -28,7 +32,10 @@ from dataclasses import dataclass
 from sweep.errors import UserError
 
 __all__ = [
+    "BACKEND_ENV",
     "Placement",
+    "backend",
+    "configure",
     "configure_tensorflow",
     "import_tensorflow",
     "parse_gpus",
@@ -39,6 +46,98 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GPU_MEMORY_ENV = "SWEEP_GPU_MEMORY_MB"
+BACKEND_ENV = "SWEEP_BACKEND"
+_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def backend(flag: str | None, study_file: str | None) -> str:
+    """The Keras backend a process trains on: ``--backend``, else the launcher's choice for
+    its workers (``$SWEEP_BACKEND``), else the study file's ``backend``, else
+    ``$KERAS_BACKEND``, else TensorFlow.
+
+    Raises:
+        UserError: it is not one sweep trains on, or it is not installed.
+    """
+    from sweep.config import BACKENDS
+
+    env = os.environ.get(BACKEND_ENV) or None
+    keras_env = os.environ.get("KERAS_BACKEND") or None
+    name = flag or env or study_file or keras_env or "tensorflow"
+    if name not in BACKENDS:
+        where = "$SWEEP_BACKEND" if name == env else "$KERAS_BACKEND"
+        raise UserError(
+            f"{where} is {name!r}, which sweep does not train on; use one of "
+            + ", ".join(BACKENDS)
+            + " (--backend NAME), or unset it"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec(_BACKEND_MODULES[name]) is None:
+        extra = "" if name == "tensorflow" else f"[{name}]"
+        raise UserError(
+            f"the {name} backend is not installed here: pip install -e '.{extra}' (from the "
+            "repository), or pick another with --backend"
+        )
+    return name
+
+
+def configure(name: str) -> None:
+    """Make ``name`` Keras's backend in this process and apply this worker's device settings
+    (``$SWEEP_GPU_MEMORY_MB``) before the GPU is first touched. Call before anything imports
+    Keras; TensorFlow is imported only on its own backend."""
+    loaded = sys.modules.get("keras")
+    if loaded is not None and loaded.backend.backend() != name:
+        raise RuntimeError(f"Keras was imported with the {loaded.backend.backend()} backend")
+    os.environ["KERAS_BACKEND"] = name
+    if name == "tensorflow":
+        configure_tensorflow()
+        return
+    # Keras imports TensorFlow wherever it is installed (to seed it, to take tf.data input);
+    # on the other backends it is kept out of the process, which needs nothing of it and
+    # would pay ~3 s and ~0.5 GiB for it.
+    sys.modules.setdefault("tensorflow", None)  # type: ignore[arg-type]
+    limit = os.environ.get(GPU_MEMORY_ENV)
+    if name == "jax":
+        # JAX says at INFO that it found no TPU, on every machine without one.
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        total = _gpu_memory_mb() if limit else None
+        if limit and total:
+            share = min(1.0, int(limit) / total)
+            os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{share:.4f}"
+            log.info("GPU memory limited to %s MB per process (%.1f%%)", limit, 100 * share)
+        import keras
+
+        return
+    import keras  # noqa: F401 - the backend first, then torch's own settings
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    if limit and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory / 2**20
+        torch.cuda.set_per_process_memory_fraction(min(1.0, int(limit) / total))
+        log.info("GPU memory limited to %s MB per process", limit)
+
+
+def _gpu_memory_mb() -> float | None:
+    """The memory of this worker's GPU (the first it sees), from ``nvidia-smi``."""
+    smi = shutil.which("nvidia-smi")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    if smi is None or not visible:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", visible],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        return float(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -145,7 +244,7 @@ def plan(
 ) -> list[Placement]:
     """Each worker's placement: ``per_gpu`` workers on each GPU, or ``workers`` on the CPU."""
     if gpus:
-        shared = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        shared = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
         if gpu_memory_mb is not None:
             shared = {GPU_MEMORY_ENV: str(gpu_memory_mb)}
         order = [g for g in gpus for _ in range(per_gpu)]

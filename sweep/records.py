@@ -97,6 +97,7 @@ class TrialRecord:
     point: str | None = None  # planned trials: the canonical JSON of their Params
     seed: int | None = None  # the training seed
     worker: str | None = None  # host:pid of the process that ran it
+    backend: str | None = None  # the Keras backend it trained on
     val_accuracy: float | None = None
     best_val_accuracy: float | None = None
     best_epoch: int | None = None
@@ -196,10 +197,15 @@ def _write(trial: optuna.Trial, values: dict[str, Any]) -> None:
     _optuna.set_user_attrs(trial, {k: v for k, v in values.items() if v is not None})
 
 
-def write_start(trial: optuna.Trial, params: Params, *, seed: int) -> None:
-    """What the trial is, before it trains: its params and training seed."""
+def write_start(trial: optuna.Trial, params: Params, *, seed: int, backend: str) -> None:
+    """What the trial is, before it trains: its params, training seed and Keras backend."""
     record = TrialRecord(
-        trial.number, "RUNNING", params=params, seed=seed, is_baseline=is_baseline(trial)
+        trial.number,
+        "RUNNING",
+        params=params,
+        seed=seed,
+        backend=backend,
+        is_baseline=is_baseline(trial),
     )
     _write(trial, {k: v for k, v in record.to_attrs().items() if k != "point"})
 

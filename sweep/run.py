@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sweep import data
+from sweep import data, devices
 from sweep.config import MAX_SEED, StudySpec, loads_study
 from sweep.errors import UserError
 from sweep.space import planned
@@ -43,6 +43,7 @@ class RunOptions:
         data_dir: Where this host finds CIFAR-10 (None: the default places).
         artifacts: This host's artifact folder.
         replace_file: Go on with a study file other than the one the study was created from.
+        backend: This host's ``--backend`` (None: see :func:`sweep.devices.backend`).
     """
 
     study_name: str
@@ -54,6 +55,12 @@ class RunOptions:
     data_dir: Path | None = None
     artifacts: Path = Path("sweep-artifacts")
     replace_file: bool = False
+    backend: str | None = None
+
+    @property
+    def keras_backend(self) -> str:
+        """The Keras backend this run's trials train on here (checked installed)."""
+        return devices.backend(self.backend, self.spec.backend)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when a study is resumed: the data its trials are scored on,
@@ -95,6 +102,7 @@ class RunOptions:
         data.check_subset(self.spec.dataset, self.subset, self.spec.validation_split)
         if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
             raise UserError(f"--data-dir {self.data_dir} is a file; give the folder it is in")
+        _ = self.keras_backend  # a backend that is unknown or not installed, refused now
 
     @property
     def top_epochs(self) -> int:

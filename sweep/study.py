@@ -166,6 +166,7 @@ def stored_run(
     budget: int | None = None,
     max_epochs: int | None = None,
     stored: Stored | None = None,
+    backend: str | None = None,
 ) -> RunOptions:
     """The run study ``name`` was created for, as its storage holds it (``stored``, if the
     caller has just read it).
@@ -197,6 +198,7 @@ def stored_run(
         max_epochs=max_epochs or stored.max_epochs,
         data_dir=data_dir,
         artifacts=artifacts,
+        backend=backend,
     )
 
 

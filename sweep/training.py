@@ -78,6 +78,7 @@ def train(
     # Layer names and Keras's global state start afresh; no gc.collect() (free_memory), which
     # costs about 0.1 s a trial on a process that holds TensorFlow: Python collects anyway.
     keras.backend.clear_session(free_memory=False)
+    keras.config.set_dtype_policy(spec.precision)
     keras.utils.set_random_seed(seed)
     model = models.build(params)
     augment = data.augmenter(spec.augmentation, params.augment, seed=seed)

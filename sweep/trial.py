@@ -73,14 +73,15 @@ class Objective:
         return params
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # Keras: imported where a model trains
+        import keras
         import optuna
 
-        # Keras: imported where a model trains
         from sweep._callbacks import EpochLog, ReportEpochs, StopWhenAsked
 
         params = self.params(trial)
         seed = trial_seed(self.spec.seed, trial.number)
-        records.write_start(trial, params, seed=seed)
+        records.write_start(trial, params, seed=seed, backend=keras.backend.backend())
         if records.is_baseline(trial) and self.reuse is not None:
             found = self.reuse(params, seed)
             value = None if found is None else found[1].value

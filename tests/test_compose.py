@@ -106,15 +106,18 @@ def test_postgres_has_a_volume_a_health_check_and_only_loopback(compose) -> None
 def test_the_worker_runs_anywhere_and_the_override_makes_it_a_gpu_worker(compose, gpu) -> None:
     worker = compose["services"]["worker"]
     assert "deploy" not in worker  # no device reservation: starts on a host without GPUs
-    assert worker["build"]["args"]["EXTRAS"] == ""  # CPU TensorFlow, no CUDA wheels
+    assert interpolate(worker["build"]["args"]["EXTRAS"], {}) == ""  # CPU TensorFlow, no CUDA
     assert worker["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
     (device,) = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert [interpolate(d, {}) for d in device["device_ids"]] == ["0"]  # one GPU per worker
     assert [interpolate(d, {"SWEEP_GPU": "3"}) for d in device["device_ids"]] == ["3"]
-    assert gpu["services"]["worker"]["build"]["args"]["EXTRAS"] == "gpu"
+    extras = gpu["services"]["worker"]["build"]["args"]["EXTRAS"]
+    assert interpolate(extras, {}) == "gpu"  # TensorFlow with its CUDA libraries
+    assert interpolate(extras, {"SWEEP_EXTRAS": "jax-gpu"}) == "jax-gpu"  # or another backend
     assert gpu["services"]["worker"]["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert gpu["services"]["worker"]["environment"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert set(gpu["services"]) == {"worker"}  # it only adds the GPU to the worker
 
 

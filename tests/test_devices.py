@@ -11,7 +11,9 @@ from sweep.errors import UserError
 def test_k_workers_are_packed_onto_each_gpu_with_memory_growth() -> None:
     placements = plan(workers=4, gpus=["0", "2"], per_gpu=2)
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in placements] == ["0", "0", "2", "2"]
+    # Memory as they need it, on TensorFlow and on JAX (PyTorch's allocator grows by itself).
     assert all(p.env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for p in placements)
+    assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in placements)
     assert [p.index for p in placements] == [0, 1, 2, 3]
     assert placements[2].describe() == "GPU 2"
 
@@ -79,3 +81,34 @@ def test_tensorflows_start_up_noise_is_dropped_and_everything_else_kept() -> Non
         "a real error",
         "after",
     ]
+
+
+def test_a_memory_limit_is_that_share_of_the_gpu_on_jax(tmp_path) -> None:
+    """``--gpu-memory 8192`` on a GPU of 81,920 MB: JAX may take a tenth of it. No GPU here:
+    ``nvidia-smi`` is a script that answers the GPU's size, as the real one does."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$3 $4" = "-i 3" ] && echo 81920\n')
+    smi.chmod(0o755)
+    probe = (
+        "import os; from sweep import devices; devices.configure('jax'); "
+        "print(os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'])"
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "3",
+        "JAX_PLATFORMS": "cpu",
+        GPU_MEMORY_ENV: "8192",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0.1000"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep import artifacts, study
-from sweep.config import DATASETS, StudySpec, load_study
+from sweep.config import BACKENDS, DATASETS, StudySpec, load_study
 from sweep.errors import UserError
 from sweep.run import RunOptions, budget, with_overrides
 from sweep.storage import (
@@ -125,6 +125,14 @@ def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
         help="seed the sampler alone (default: the seed): another search on the same data",
     )
     p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Keras backend to train on (default: the study file's backend, else "
+        "$KERAS_BACKEND, else tensorflow); jax and torch need pip install -e '.[jax]' or "
+        "'.[torch]'",
+    )
+    p.add_argument(
         "--replace-study-file",
         action="store_true",
         help="resume a study with a study file other than the one it was created from (the "
@@ -182,6 +190,7 @@ def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:
         data_dir=args.data_dir,
         artifacts=artifacts_dir(args, url),
         replace_file=args.replace_study_file,
+        backend=args.backend,
     )
 
 

@@ -64,7 +64,8 @@ def serve(
     """Open the run's study and take its trials until the budget is spent.
 
     The data and the artifact folder are checked before the storage is written; TensorFlow
-    is imported then, quietly, with this worker's device settings.
+    (or the run's Keras backend) is imported then, quietly, with this worker's device
+    settings.
 
     Args:
         worker: This worker's index (see :func:`sweep.study.open_study`).
@@ -79,7 +80,7 @@ def serve(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = run.load_data()  # bad data files are refused before TensorFlow's import
     store = open_store(run.artifacts)
-    devices.configure_tensorflow()
+    devices.configure(run.keras_backend)
     storage = open_storage(run.url, check=False)
     the_study = study.open_study(run, storage=storage, worker=worker, create=create)
     publish = Publisher(

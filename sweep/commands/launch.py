@@ -142,7 +142,8 @@ def _dry_run(run: RunOptions, placements: list[Placement]) -> None:
         print(f"  {d.name:<14} {d.describe()}")
     families = dict.fromkeys([spec.baseline.family, *spec.families])
     fixed = {d.name: d.choices[0] for d in spec.space if d.kind == "fixed" and d.name != "family"}
-    devices.import_tensorflow()
+    devices.configure(run.keras_backend)
+    print(f"backend    {run.keras_backend}, precision {spec.precision}")
     for family in families:
         params = replace(spec.baseline, **fixed, family=family)
         model = models.build(params, compile=False)
@@ -165,6 +166,7 @@ def _worker_env(run: RunOptions, p: Placement) -> dict[str, str]:
         "SWEEP_STORAGE": run.url,
         "SWEEP_ARTIFACTS": str(run.artifacts),
         "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),
+        devices.BACKEND_ENV: run.keras_backend,
     }
     if run.data_dir is not None:
         env["SWEEP_DATA_DIR"] = str(run.data_dir.absolute())

@@ -96,7 +96,8 @@ def performance_markdown(results: Path | None = None) -> str:
         sign = ">=" if r["higher_is_better"] else "<="
         ratio = "skipped" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = {True: "yes", False: "**no**", None: ""}[r["met"]]
-        lines.append(f"| `{r['name']}` | {ratio} | {sign} {r['floor']} | {met} | {r['details']} |")
+        floor = "none" if r["floor"] is None else f"{sign} {r['floor']}"
+        lines.append(f"| `{r['name']}` | {ratio} | {floor} | {met} | {r['details']} |")
     return "\n".join(lines)
 
 

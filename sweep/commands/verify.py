@@ -278,7 +278,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     frozen = the_study.get_trials(deepcopy=False)
     targets = _targets([records.read(t) for t in frozen], the_study.study_name, args.top)
     splits = the_run.load_data()
-    devices.configure_tensorflow()
+    devices.configure(the_run.keras_backend)
     companion = _companion(the_study, storage)
     log.info(
         "verifying trials %s of %r, %d runs each, recorded in study %r",

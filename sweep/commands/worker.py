@@ -60,6 +60,7 @@ def _run_options(args: argparse.Namespace, url: str) -> tuple[RunOptions, bool]:
         budget=args.n_trials,
         max_epochs=args.max_epochs,
         stored=stored,
+        backend=args.backend,
     )
     spec = the_run.spec
     asked = {

@@ -11,15 +11,19 @@ batches whatever order Keras asks for them in.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
 
-if TYPE_CHECKING:
-    from sweep.data import Augmenter
-
 __all__ = ["ArrayBatches"]
+
+
+class Warp(Protocol):
+    """What the batches need of :class:`sweep.data.Augmenter` (not imported: ``sweep.data``
+    imports this module)."""
+
+    def keras_ops(self, images: Any, rng: np.random.Generator) -> Any: ...
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -33,7 +37,7 @@ class ArrayBatches(keras.utils.PyDataset):
         *,
         batch_size: int,
         seed: int | None = None,
-        augment: Augmenter | None = None,
+        augment: Warp | None = None,
     ) -> None:
         # Two threads take the next batches while the model trains on this one; an epoch's
         # batches are all taken before on_epoch_end reshuffles.

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sweep.config import BACKENDS
 from sweep.errors import UserError
 
 __all__ = [
@@ -58,8 +59,6 @@ def backend(flag: str | None, study_file: str | None) -> str:
     Raises:
         UserError: it is not one sweep trains on, or it is not installed.
     """
-    from sweep.config import BACKENDS
-
     env = os.environ.get(BACKEND_ENV) or None
     keras_env = os.environ.get("KERAS_BACKEND") or None
     name = flag or env or study_file or keras_env or "tensorflow"

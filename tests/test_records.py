@@ -45,6 +45,7 @@ def test_every_field_round_trips_through_user_attrs(tmp_path: Path) -> None:
         point='{"x": 1}',
         seed=17,
         worker="host:1",
+        backend="jax",
         val_accuracy=0.61,
         best_val_accuracy=0.63,
         best_epoch=2,

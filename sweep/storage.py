@@ -271,8 +271,11 @@ def read_only(url: str) -> Iterator[optuna.storages.RDBStorage | None]:
         yield None
         return
     parsed = _parse(url)
+    # On PostgreSQL, under the lock the creators hold: opening an RDBStorage stamps Alembic's
+    # version table if it is still empty, which would race a worker making the tables.
+    creating = _creation_lock(parsed) if parsed.get_backend_name() == "postgresql" else None
     try:
-        with warnings.catch_warnings():
+        with creating or contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(
                 parsed.render_as_string(hide_password=False),

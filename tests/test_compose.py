@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from conftest import REPO, run_cli
 
@@ -463,6 +464,17 @@ def _storage(a: Stack) -> optuna.storages.RDBStorage:
     url = f"postgresql+psycopg://sweep:{password}@{address}:{port}/sweep"
 
     def opened() -> optuna.storages.RDBStorage | None:
+        # Opening an RDBStorage stamps Alembic's version table if it is still empty, which
+        # would race the worker creating the tables: open it only once they are all made.
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                if conn.exec_driver_sql("SELECT version_num FROM alembic_version").first() is None:
+                    return None
+        except sqlalchemy.exc.SQLAlchemyError:
+            return None  # no tables yet
+        finally:
+            engine.dispose()
         try:
             return optuna.storages.RDBStorage(
                 url,

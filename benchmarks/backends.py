@@ -19,9 +19,6 @@ from benchmarks.suite import REPO, Result, Timing, _env, rotated
 
 __all__ = ["backends"]
 
-BACKENDS = ("tensorflow", "jax", "torch")
-_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-
 
 def _epoch(backend: str, images: int) -> Timing:
     from sweep import devices
@@ -68,8 +65,10 @@ def backends(quick: bool) -> Result:
     taken in a rotating order, 2 rounds. No floor: what a backend costs, for choosing one."""
     import importlib.util
 
+    from sweep.config import BACKENDS
+
     images = 2000 if quick else 10000
-    installed = [b for b in BACKENDS if importlib.util.find_spec(_MODULES[b]) is not None]
+    installed = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
     sides: dict[str, Callable[[], Timing]] = {
         b: functools.partial(_side, b, images) for b in installed
     }

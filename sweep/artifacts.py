@@ -240,7 +240,7 @@ class StudyRefresher:
 
     As an ``on_trial_end`` hook it rewrites them at most once every ``every_s`` seconds, the
     first time ``every_s`` after it was made, so that short trials do not each pay for a
-    study-wide figure (Plotly's import alone costs ~0.3 s); :meth:`flush` writes what is
+    study-wide figure (Plotly's import, ~0.1 s of CPU, and the figure); :meth:`flush` writes what is
     pending when the worker stops. Called without a trial, it rewrites them at once.
     """
 

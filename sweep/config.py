@@ -182,6 +182,13 @@ class Setting:
     default: Any = None  # top-level keys only; tables take theirs from their dataclass
 
 
+def _one_of(name: str, help: str, choices: tuple[str, ...], *, default: Any = None) -> Setting:
+    """A string setting that must be one of ``choices``."""
+    return Setting(
+        name, str, help, lambda v: v in choices, "one of " + ", ".join(choices), default=default
+    )
+
+
 def _between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Any:
     def check(v: float) -> bool:
         return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
@@ -193,12 +200,10 @@ SETTINGS: Mapping[str, Setting] = {
     s.name: s
     for s in (
         Setting("description", str, "One line shown in --dry-run and reports.", default=""),
-        Setting(
+        _one_of(
             "dataset",
-            str,
             "Training data: `synthetic` (built in, offline) or `cifar10`.",
-            lambda v: v in DATASETS,
-            "one of " + ", ".join(DATASETS),
+            DATASETS,
             default="synthetic",
         ),
         Setting(
@@ -235,32 +240,25 @@ SETTINGS: Mapping[str, Setting] = {
             "an integer >= 1",
             default=None,
         ),
-        Setting(
+        _one_of(
             "score",
-            str,
             "The objective: the validation accuracy of the `last_epoch`, or of the "
             "`best_epoch` (then the trial's test scores and kept model are that epoch's).",
-            lambda v: v in SCORES,
-            "one of " + ", ".join(SCORES),
+            SCORES,
             default="last_epoch",
         ),
-        Setting(
+        _one_of(
             "backend",
-            str,
             "Keras 3 backend the trials train on: `tensorflow`, `jax` or `torch` (`pip install "
             "-e '.[jax]'` or `'.[torch]'`). Default: `$KERAS_BACKEND`, else `tensorflow`; "
             "`--backend` overrides both.",
-            lambda v: v in BACKENDS,
-            "one of " + ", ".join(BACKENDS),
-            default=None,
+            BACKENDS,
         ),
-        Setting(
+        _one_of(
             "precision",
-            str,
             "Keras dtype policy: `float32`, or `mixed_bfloat16` / `mixed_float16` (compute in "
             "16 bits, weights and the softmax in 32; for GPUs that have the 16-bit units).",
-            lambda v: v in PRECISIONS,
-            "one of " + ", ".join(PRECISIONS),
+            PRECISIONS,
             default="float32",
         ),
         Setting(
@@ -278,12 +276,10 @@ SETTINGS: Mapping[str, Setting] = {
 SPACE_KEYS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        Setting(
+        _one_of(
             "family",
-            str,
             "CNN family: " + ", ".join(FAMILIES) + ".",
-            lambda v: v in FAMILIES,
-            "one of " + ", ".join(FAMILIES),
+            FAMILIES,
         ),
         Setting(
             "learning_rate",
@@ -356,12 +352,10 @@ AUGMENT_KEYS: Mapping[str, Setting] = {
 SAMPLER_KEYS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        Setting(
+        _one_of(
             "name",
-            str,
             "Sampler: " + ", ".join(SAMPLERS) + ". `grid` runs every point once.",
-            lambda v: v in SAMPLERS,
-            "one of " + ", ".join(SAMPLERS),
+            SAMPLERS,
         ),
         Setting(
             "n_startup_trials",
@@ -376,12 +370,10 @@ SAMPLER_KEYS: Mapping[str, Setting] = {
 PRUNER_KEYS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        Setting(
+        _one_of(
             "name",
-            str,
             "Pruner: " + ", ".join(PRUNERS) + "; prunes on validation accuracy per epoch.",
-            lambda v: v in PRUNERS,
-            "one of " + ", ".join(PRUNERS),
+            PRUNERS,
         ),
         Setting(
             "min_resource",

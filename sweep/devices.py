@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 GPU_MEMORY_ENV = "SWEEP_GPU_MEMORY_MB"
 BACKEND_ENV = "SWEEP_BACKEND"
-_BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def backend(flag: str | None, study_file: str | None) -> str:
@@ -71,7 +70,7 @@ def backend(flag: str | None, study_file: str | None) -> str:
         )
     import importlib.util
 
-    if importlib.util.find_spec(_BACKEND_MODULES[name]) is None:
+    if importlib.util.find_spec(name) is None:  # each backend's module bears its name
         extra = "" if name == "tensorflow" else f"[{name}]"
         raise UserError(
             f"the {name} backend is not installed here: pip install -e '.{extra}' (from the "

@@ -18,7 +18,7 @@ import socket
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
 from sweep.errors import Interrupted, TrialFailure
@@ -46,12 +46,11 @@ def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
     return _tally({t.number: t.state for t in trials}, records.superseded(trials))
 
 
-def budget_counts(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[int, int]:
-    """:func:`counts` of all the study's trials, read from the storage in two narrow queries
-    (the trial loop's check, under the study lock)."""
-    states, attrs = _optuna.trial_states(
-        storage, _optuna.study_id(study), records.SUPERSEDING_ATTRS
-    )
+def budget_counts(study: optuna.Study, storage: Any) -> tuple[int, int]:
+    """:func:`counts` of all the study's trials, read from sweep's storage (the one
+    :func:`sweep.storage.open_storage` opens) in two narrow queries: the trial loop's check,
+    under the study lock."""
+    states, attrs = storage.get_trial_states(_optuna.study_id(study), records.SUPERSEDING_ATTRS)
     return _tally(states, records.superseded_by(attrs))
 
 

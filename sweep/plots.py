@@ -91,8 +91,8 @@ def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyF
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    numbers = [t.number for t in done]
-    values = [float(t.value) for t in done if t.value is not None]
+    points = [(t.number, float(t.value)) for t in done if t.value is not None]
+    numbers, values = [n for n, _ in points], [v for _, v in points]
     figure = go.Figure(
         [
             go.Scatter(x=numbers, y=values, mode="markers", name="val accuracy"),

@@ -11,6 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from sweep.records import TrialRecord
 
 FAMILIES = """
 description = "every family, augmented"
@@ -81,17 +87,17 @@ def main(backend: str, work: Path) -> dict[str, object]:
     return out
 
 
-def _shown(trial: object, record: object) -> dict[str, object]:
+def _shown(trial: FrozenTrial, record: TrialRecord) -> dict[str, object]:
     return {
-        "state": trial.state.name,  # type: ignore[attr-defined]
-        "attrs": sorted(trial.user_attrs),  # type: ignore[attr-defined]
-        "intermediate": trial.intermediate_values,  # type: ignore[attr-defined]
-        "family": record.params.family if record.params else None,  # type: ignore[attr-defined]
-        "n_params": record.n_params,  # type: ignore[attr-defined]
-        "val_accuracy": record.val_accuracy,  # type: ignore[attr-defined]
-        "epochs_run": record.epochs_run,  # type: ignore[attr-defined]
-        "failure": record.failure,  # type: ignore[attr-defined]
-        "backend": record.backend,  # type: ignore[attr-defined]
+        "state": trial.state.name,
+        "attrs": sorted(trial.user_attrs),
+        "intermediate": trial.intermediate_values,
+        "family": record.params.family if record.params else None,
+        "n_params": record.n_params,
+        "val_accuracy": record.val_accuracy,
+        "epochs_run": record.epochs_run,
+        "failure": record.failure,
+        "backend": record.backend,
     }
 
 

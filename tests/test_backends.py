@@ -111,7 +111,7 @@ def test_the_quick_start_gives_results_in_the_same_range_on_every_backend(tmp_pa
         assert abs(best - best_tf) <= 0.2, scores
 
 
-def test_an_uninstalled_or_unknown_backend_is_refused_before_anything_is_written(
+def test_an_unknown_backend_is_refused_before_anything_is_written(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "s.db"
@@ -160,3 +160,32 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_the_softmax_in_float32()
         assert 0 <= result.val_accuracy <= 1 and result.test_loss > 0
     finally:
         keras.config.set_dtype_policy("float32")  # the policy is global to the process
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_backend_that_is_not_installed_is_refused_naming_its_extra(backend: str) -> None:
+    """In the interpreter this virtual environment was made from, which has no JAX and no
+    PyTorch: a real environment without them, not a pretend one."""
+    probe = (
+        "import importlib.util, sys; "
+        f"assert importlib.util.find_spec({backend!r}) is None, 'installed here after all'; "
+        "from sweep import devices; from sweep.errors import UserError\n"
+        f"try:\n    devices.backend({backend!r}, None)\n"
+        "except UserError as exc:\n    print(exc)"
+    )
+    done = subprocess.run(
+        [
+            sys._base_executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + probe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"the {backend} backend is not installed here: pip install -e '.[{backend}]' (from the "
+        "repository), or pick another with --backend"
+    )

@@ -1,8 +1,8 @@
 """What a trial leaves behind for the dashboard: figures, notes and its model.
 
 Every completed trial uploads, through Optuna's artifact API, its learning curves (the
-baseline's beside them) and its test-set confusion matrix as PNG, and writes a markdown note of
-its metrics with the Δ against the baseline. The study's best ``keep_models`` trials also keep
+baseline's beside them) as an SVG, and writes a markdown note of its metrics with the Δ against
+the baseline and its test-set confusion matrix. The study's best ``keep_models`` trials also keep
 their trained model as a ``.keras`` study artifact; a better trial replaces the worst one, so
 disk use stays bounded. After every trial the study's own note (the leaderboard) and its
 "history against the baseline" figure are rewritten.
@@ -178,13 +178,11 @@ class Publisher:
         base_history = done.baseline.history if done.baseline is not None else None
         label = f"trial {trial.number}" + (" (baseline)" if is_baseline else "")
         with tempfile.TemporaryDirectory(prefix="sweep-trial-") as tmp:
-            figure = plots.learning_curves(
-                done.scores.history, base_history, title=f"{label}: learning curves"
-            )
-            path = plots.save_png(figure, Path(tmp) / "learning_curves.png")
+            path = Path(tmp) / "learning_curves.svg"
+            path.write_text(plots.learning_curves(done.scores.history, base_history, title=label))
             optuna.artifacts.upload_artifact(
                 artifact_store=self.store, file_path=str(path), study_or_trial=trial,
-                mimetype="image/png",
+                mimetype="image/svg+xml",
             )  # fmt: skip
         note = trial_note(
             trial.number,

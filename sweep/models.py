@@ -122,16 +122,15 @@ def serving_model(model: keras.Model) -> keras.Model:
     """``model`` behind a Rescaling(1/255) layer: it takes CIFAR-10 images as they are
     (32x32x3 pixel values 0-255), as the exported ``.keras`` file should.
 
-    Training feeds the model images already scaled by the input pipeline. The trained
-    weights are copied into a clone, which leaves the optimizer's state behind (two more
-    copies of every weight); it is compiled for ``evaluate``.
+    Training feeds the model images already scaled by the input pipeline. The trained model
+    is wrapped as it is, not cloned (a clone cost ~0.07 s of CPU a kept model): the file holds
+    the outer model's compile state, not the inner one's optimizer. It is compiled for
+    ``evaluate``.
     """
     import keras
 
-    trained = keras.models.clone_model(model)
-    trained.set_weights(model.get_weights())
     inputs = keras.Input(INPUT_SHAPE)
-    outputs = trained(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = model(keras.layers.Rescaling(1 / 255)(inputs))
     serving = keras.Model(inputs, outputs, name=f"{model.name}_serving")
     serving.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return serving

@@ -34,7 +34,6 @@ from conftest import REPO, run_cli
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _VAR = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^${}]*))?\}")
 IMAGE = "sweep:compose-test"  # kept between runs: a rebuild after a code change takes seconds
-PNG = b"\x89PNG\r\n\x1a\n"
 NO_ENGINE = (
     "no Docker engine answers (`docker info` fails): start one, as root with "
     ".ci/docker-engine.sh (CI does), or deselect with -k 'not stack'"
@@ -645,10 +644,10 @@ def _check_the_dashboard_serves(a: Stack, name: str, trials: list[optuna.trial.F
         if t.state.name != "COMPLETE":
             continue
         artifacts = {x["filename"]: x["artifact_id"] for x in served[t.number]["artifacts"]}
-        assert "learning_curves.png" in artifacts, t.number
+        assert "learning_curves.svg" in artifacts, t.number
         path = f"/artifacts/{study['study_id']}/{served[t.number]['trial_id']}"
-        kind, body = get(f"{path}/{artifacts['learning_curves.png']}")
-        assert kind == "image/png" and body.startswith(PNG)
+        kind, body = get(f"{path}/{artifacts['learning_curves.svg']}")
+        assert kind == "image/svg+xml" and body.startswith(b"<svg")
 
 
 # Run inside a worker's container: takes the study lock, as a worker does while it claims a

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import optuna
@@ -85,10 +86,16 @@ def test_every_trial_has_curves_and_a_note_against_the_baseline_with_its_confusi
     base = next(t for t in trials if t.user_attrs["is_baseline"])
     for t in trials:
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
-        assert [m.filename for m in metas] == ["learning_curves.png"]
+        assert [m.filename for m in metas] == ["learning_curves.svg"]
         for m in metas:
-            assert m.mimetype == "image/png"
-            assert (store / m.artifact_id).read_bytes().startswith(PNG)
+            assert m.mimetype == "image/svg+xml"
+            curves = ElementTree.fromstring((store / m.artifact_id).read_bytes())
+            assert curves.tag == "{http://www.w3.org/2000/svg}svg"
+            text = " ".join(curves.itertext())
+            for title in ("accuracy", "loss"):  # a chart of each, train and validation
+                assert f"trial {t.number}" in text and f": {title}" in text
+            assert "train" in text and "validation" in text
+            assert ("baseline validation" in text) != (t.number == base.number)
         note = notes[t.number]
         assert f"## Trial {t.number}" in note
         assert f"{100 * t.value:.2f}%" in note  # this trial's validation accuracy
@@ -143,10 +150,10 @@ def test_only_the_best_models_are_kept_and_the_others_deleted(finished: Path):
         if k.startswith("artifacts:") and json.loads(v) is not None
     }
     assert listed == {f"trial-{t.number}.keras" for t in best_two}
-    # On disk: two PNGs per trial and the two kept models, nothing else.
+    # On disk: each trial's learning curves and the two kept models, nothing else.
     files = {p.name for p in (finished / "sweep-artifacts").iterdir()}
-    pngs = {m.artifact_id for t in study.trials for m in metas(t, storage=study._storage)}
-    assert files == pngs | {k["artifact_id"] for k in kept}
+    curves = {m.artifact_id for t in study.trials for m in metas(t, storage=study._storage)}
+    assert files == curves | {k["artifact_id"] for k in kept}
 
 
 def test_export_writes_a_model_that_scores_what_its_trial_recorded(finished: Path, tmp_path):
@@ -278,7 +285,7 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
         (curves,) = [
             m.artifact_id
             for m in optuna.artifacts.get_all_artifact_meta(base, storage=study._storage)
-            if m.filename == "learning_curves.png"
+            if m.filename == "learning_curves.svg"
         ]
         url = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
         with sync_playwright() as p:
@@ -315,8 +322,8 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
             page.screenshot(path=tmp_path / "trial.png", full_page=True)
             browser.close()
         assert status == 200
-        assert kind == "image/png"
-        assert body.startswith(PNG)
+        assert kind == "image/svg+xml"
+        assert body.startswith(b"<svg")
         for shot in ("trial-table.png", "trial.png"):
             assert (tmp_path / shot).read_bytes().startswith(PNG)
         if keep := os.environ.get("SWEEP_SCREENSHOTS"):

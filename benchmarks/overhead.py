@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.suite import Result, _timed, rotated
+from benchmarks.suite import Result, Timing, _timed, rotated_runs
 
 __all__ = ["overhead"]
 
@@ -39,7 +39,8 @@ epochs = 3
 def overhead(quick: bool) -> Result:
     """CPU seconds per trial through ``sweep launch`` (storage, records, figures, notes, kept
     models) over a plain Optuna script (SQLite, ``KerasPruningCallback``, enqueued points)
-    running the same six trials; the bare Keras loop beside both. 3 rounds (2 with --quick)."""
+    running the same six trials; the bare Keras loop beside both. 3 rounds (2 with --quick),
+    each side summarised by its least CPU time; each round's ratio is printed beside it."""
     py = sys.executable
     subset = "600" if quick else "2500"
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +62,10 @@ def overhead(quick: bool) -> Result:
             "optuna": lambda: _timed([*plain, "--optuna", fresh_db()], work),
             "bare": lambda: _timed(plain, work),
         }
-        best = rotated(sides, rounds=2 if quick else 3)
+        runs = rotated_runs(sides, rounds=2 if quick else 3)
+    best = {k: Timing(min(t.wall for t in v), min(t.cpu for t in v)) for k, v in runs.items()}
+    # Each round's service/plain ratio too: the spread says how far one round can be trusted.
+    each = [s.cpu / o.cpu for s, o in zip(runs["service"], runs["optuna"], strict=True)]
     n = len(trials)
     svc_cpu, opt_cpu, bare_cpu = (best[k].cpu for k in ("service", "optuna", "bare"))
     svc_wall, opt_wall, bare_wall = (best[k].wall for k in ("service", "optuna", "bare"))
@@ -71,7 +75,8 @@ def overhead(quick: bool) -> Result:
         1.0,
         details=f"CPU per trial: service {svc_cpu / n:.2f} s, plain Optuna {opt_cpu / n:.2f} s, "
         f"bare Keras {bare_cpu / n:.2f} s (service/bare {svc_cpu / bare_cpu:.3f}); wall: "
-        f"{svc_wall:.1f} / {opt_wall:.1f} / {bare_wall:.1f} s; {n} trials of 3 epochs on "
+        f"{svc_wall:.1f} / {opt_wall:.1f} / {bare_wall:.1f} s; each round's CPU ratio "
+        f"{', '.join(f'{r:.3f}' for r in each)}; {n} trials of 3 epochs on "
         f"{int(subset) * 4 // 5} images",
         data={
             "service_cpu_s": svc_cpu,
@@ -81,6 +86,7 @@ def overhead(quick: bool) -> Result:
             "optuna_wall_s": opt_wall,
             "bare_wall_s": bare_wall,
             "trials": n,
+            "round_ratios": [round(r, 4) for r in each],
         },
     )
 

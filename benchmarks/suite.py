@@ -87,15 +87,20 @@ def rotated(sides: dict[str, Callable[[], Timing]], rounds: int) -> dict[str, Ti
     """Each side timed ``rounds`` times, in an order that rotates every round (A B C, B C A,
     C A B; with two sides A B, B A), so each goes first, and a slow spell hits them all;
     each is summarised by its least wall time and its least CPU time."""
+    return {
+        name: Timing(min(t.wall for t in runs), min(t.cpu for t in runs))
+        for name, runs in rotated_runs(sides, rounds).items()
+    }
+
+
+def rotated_runs(sides: dict[str, Callable[[], Timing]], rounds: int) -> dict[str, list[Timing]]:
+    """:func:`rotated`'s timings, every round's, in order."""
     seen: dict[str, list[Timing]] = {name: [] for name in sides}
     names = list(sides)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             seen[name].append(sides[name]())
-    return {
-        name: Timing(min(t.wall for t in runs), min(t.cpu for t in runs))
-        for name, runs in seen.items()
-    }
+    return seen
 
 
 def _interleaved(

@@ -165,3 +165,25 @@ def test_augmented_batches_are_reproducible_and_new_each_epoch() -> None:
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.allclose(first[0], first[1])  # a new epoch, new transforms
     assert not np.allclose(first[0], other[0])
+
+
+def test_a_workers_arrays_become_tensors_once_and_each_trial_still_gets_its_own_order() -> None:
+    x, y, _, _ = data.synthetic(64, 10, seed=0)
+    first = data.train_dataset(x, y, batch_size=64, seed=1)
+    assert data._slices(x, y) is data._slices(x, y)  # the trials share one copy
+
+    def order(ds: object) -> np.ndarray:
+        return np.concatenate([labels.numpy() for _, labels in ds])  # type: ignore[attr-defined]
+
+    # The shared copy changes nothing a trial sees: the same seed, the same batches, as from
+    # arrays never seen before; another seed, another order.
+    fresh_x, fresh_y = x.copy(), y.copy()
+    np.testing.assert_array_equal(
+        order(first), order(data.train_dataset(fresh_x, fresh_y, batch_size=64, seed=1))
+    )
+    assert not np.array_equal(order(first), order(data.train_dataset(x, y, batch_size=64, seed=2)))
+    evaluated = data.eval_dataset(x, y, batch_size=16)
+    np.testing.assert_array_equal(order(evaluated), y)  # in order, whole
+    for _ in range(data._SLICES_KEPT + 1):  # bounded: the oldest arrays are let go
+        data.eval_dataset(x.copy(), y.copy())
+    assert len(data._SLICES) == data._SLICES_KEPT

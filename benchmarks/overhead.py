@@ -39,7 +39,7 @@ epochs = 3
 def overhead(quick: bool) -> Result:
     """CPU seconds per trial through ``sweep launch`` (storage, records, figures, notes, kept
     models) over a plain Optuna script (SQLite, ``KerasPruningCallback``, enqueued points)
-    running the same six trials; the bare Keras loop beside both. 3 rounds (2 with --quick),
+    running the same six trials; the bare Keras loop beside both. 4 rounds (3 with --quick),
     each side summarised by its least CPU time; each round's ratio is printed beside it."""
     py = sys.executable
     subset = "600" if quick else "2500"
@@ -62,7 +62,7 @@ def overhead(quick: bool) -> Result:
             "optuna": lambda: _timed([*plain, "--optuna", fresh_db()], work),
             "bare": lambda: _timed(plain, work),
         }
-        runs = rotated_runs(sides, rounds=2 if quick else 3)
+        runs = rotated_runs(sides, rounds=3 if quick else 4)
     best = {k: Timing(min(t.wall for t in v), min(t.cpu for t in v)) for k, v in runs.items()}
     # Each round's service/plain ratio too: the spread says how far one round can be trusted.
     each = [s.cpu / o.cpu for s, o in zip(runs["service"], runs["optuna"], strict=True)]

@@ -76,3 +76,17 @@ def test_the_benchmark_table_is_the_recorded_run() -> None:
         "docs/performance.md is out of date: run python -m sweep.commands.reference"
     )
     assert reference.performance_markdown() in page
+
+
+def test_a_benchmark_whose_details_span_lines_is_still_one_table_row(tmp_path) -> None:
+    import json
+
+    details = "1/2 stopped cleanly; failed: ...\ninterrupted\n"
+    result = {"name": "signals", "ratio": 0.5, "floor": 1.0, "higher_is_better": True,
+              "met": False, "details": details}  # fmt: skip
+    run = {"quick": True, "started": "then", "machine": "here", "results": [result]}
+    (tmp_path / "results.json").write_text(json.dumps(run))
+    rows = reference.performance_markdown(tmp_path / "results.json").splitlines()[4:]
+    assert rows == [
+        "| `signals` | 0.500 | >= 1.0 | **no** | 1/2 stopped cleanly; failed: ... interrupted |"
+    ]

@@ -97,7 +97,8 @@ def performance_markdown(results: Path | None = None) -> str:
         ratio = "skipped" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = {True: "yes", False: "**no**", None: ""}[r["met"]]
         floor = "none" if r["floor"] is None else f"{sign} {r['floor']}"
-        lines.append(f"| `{r['name']}` | {ratio} | {floor} | {met} | {r['details']} |")
+        details = " ".join(r["details"].split())  # one table row, whatever the details hold
+        lines.append(f"| `{r['name']}` | {ratio} | {floor} | {met} | {details} |")
     return "\n".join(lines)
 
 

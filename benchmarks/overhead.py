@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.suite import Result, Timing, _timed, rotated_runs
+from benchmarks.suite import Result, _timed, least, rotated_runs
 
 __all__ = ["overhead"]
 
@@ -63,7 +63,7 @@ def overhead(quick: bool) -> Result:
             "bare": lambda: _timed(plain, work),
         }
         runs = rotated_runs(sides, rounds=3 if quick else 4)
-    best = {k: Timing(min(t.wall for t in v), min(t.cpu for t in v)) for k, v in runs.items()}
+    best = least(runs)
     # Each round's service/plain ratio too: the spread says how far one round can be trusted.
     each = [s.cpu / o.cpu for s, o in zip(runs["service"], runs["optuna"], strict=True)]
     n = len(trials)

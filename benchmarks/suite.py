@@ -87,9 +87,13 @@ def rotated(sides: dict[str, Callable[[], Timing]], rounds: int) -> dict[str, Ti
     """Each side timed ``rounds`` times, in an order that rotates every round (A B C, B C A,
     C A B; with two sides A B, B A), so each goes first, and a slow spell hits them all;
     each is summarised by its least wall time and its least CPU time."""
+    return least(rotated_runs(sides, rounds))
+
+
+def least(runs: dict[str, list[Timing]]) -> dict[str, Timing]:
+    """Each side's least wall time and least CPU time."""
     return {
-        name: Timing(min(t.wall for t in runs), min(t.cpu for t in runs))
-        for name, runs in rotated_runs(sides, rounds).items()
+        name: Timing(min(t.wall for t in ts), min(t.cpu for t in ts)) for name, ts in runs.items()
     }
 
 

@@ -42,7 +42,6 @@ BASELINE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": "--", "linewidth
 
 
 def save_png(figure: Figure, path: Path) -> Path:
-    # Fixed margins, not a layout engine (a trial's two figures cost 0.3 s, not 0.5 s), and
     # zlib's fastest level: the files are a few percent larger, and written 25% faster.
     figure.savefig(path, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return path

@@ -24,12 +24,13 @@ RUN mkdir sweep && touch sweep/__init__.py \
     && pip install ".${EXTRAS:+[$EXTRAS]}" \
     && pip uninstall -y sweep && rm -rf sweep build sweep.egg-info
 
-COPY studies ./studies
+# sweep/ carries the study files (sweep/studies/): the installed package finds them, from any
+# working directory. The top-level studies is a link to them, left out of the build context.
 COPY sweep ./sweep
 RUN pip install --no-deps . && rm -rf build sweep.egg-info
 
-# Runs as an unprivileged user; studies/ and the data volume are read-only to it. It owns
-# /artifacts, so a new named volume mounted there (docker-compose.yml) is writable.
+# Runs as an unprivileged user; the installed studies and the data volume are read-only to it.
+# It owns /artifacts, so a new named volume mounted there (docker-compose.yml) is writable.
 RUN useradd --create-home --uid 1000 sweep && mkdir /artifacts && chown sweep /artifacts
 USER sweep
 

@@ -93,7 +93,6 @@ def overhead(quick: bool) -> Result:
 
 def _trials(url: str) -> list[dict[str, object]]:
     """The service's trials as the plain scripts take them: params, training seed, epochs."""
-    from dataclasses import asdict
 
     import optuna
 
@@ -101,7 +100,7 @@ def _trials(url: str) -> list[dict[str, object]]:
 
     study = optuna.load_study(study_name="overhead", storage=url)
     return [
-        {"params": asdict(r.params), "seed": r.seed, "epochs": r.epochs_run}
+        {"params": r.params.to_dict(), "seed": r.seed, "epochs": r.epochs_run}
         for r in records.read_all(study)
         if r.params is not None
     ]

@@ -31,7 +31,7 @@ def _bare(trials: list[dict[str, Any]], arrays: tuple[Any, ...]) -> None:
     x_train, y_train, x_val, y_val, x_test, y_test = arrays
     for trial in trials:
         keras.utils.set_random_seed(trial["seed"])
-        params = Params(**trial["params"])
+        params = Params.from_dict(trial["params"])
         model = models.build(params)
         model.fit(
             x_train,

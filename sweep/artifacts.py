@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,7 +185,7 @@ class Publisher:
             )  # fmt: skip
         note = trial_note(
             trial.number,
-            asdict(done.params),
+            done.params.to_dict(),
             done.scores,
             done.baseline,
             is_baseline=is_baseline,

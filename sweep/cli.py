@@ -20,7 +20,7 @@ import warnings
 from types import ModuleType
 from typing import NoReturn
 
-from sweep.commands import dashboard, export, launch, report, verify, worker
+from sweep.commands import dashboard, export, launch, report, studies, verify, worker
 from sweep.commands._options import check_environment
 from sweep.devices import VERBOSE_ENV
 from sweep.errors import Interrupted, SweepError
@@ -35,6 +35,7 @@ COMMANDS: dict[str, ModuleType] = {
     "report": report,
     "verify": verify,
     "export": export,
+    "studies": studies,
 }
 
 

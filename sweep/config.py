@@ -12,15 +12,19 @@ import json
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from sweep.catalog import available_studies, find_study_file, names_a_file
 from sweep.errors import UserError
 
 __all__ = [
+    "ARRAYS_PREFIX",
     "AUGMENT_KEYS",
+    "BUILTIN_PARAMS",
     "DATASETS",
+    "ENTRY_POINT_GROUP",
     "FAMILIES",
     "PRUNERS",
     "SAMPLERS",
@@ -39,12 +43,19 @@ __all__ = [
     "loads_study",
     "names_a_file",
     "parse_study",
+    "resolve_dataset",
     "settings_markdown",
 ]
 
 FAMILIES = ("baseline", "dropout", "batchnorm", "twoconv")
-"""The Keras CNN families of the reports: Exp 1, Exp 2, Exp 4 and the UNAM network."""
-DATASETS = ("synthetic", "cifar10")
+"""The built-in Keras CNN families of the reports: Exp 1, Exp 2, Exp 4 and the UNAM network.
+A study may also name a family of its own: ``module:function``, or an entry point of the
+group :data:`ENTRY_POINT_GROUP` (see :mod:`sweep.models`)."""
+ENTRY_POINT_GROUP = "sweep.families"
+DATASETS = ("synthetic", "cifar10", "cifar100")
+"""The built-in datasets; a study may also name a folder of images or an ``.npz`` file."""
+ARRAYS_PREFIX = "arrays:"  # dataset = "arrays:<sha256>": arrays handed to the Python API
+COLOR_MODES = ("auto", "rgb", "grayscale")
 SAMPLERS = ("grid", "tpe", "random", "gp")
 PRUNERS = ("none", "median", "hyperband")
 
@@ -58,9 +69,16 @@ FAMILY_PARAMS: Mapping[str, tuple[str, ...]] = {"dropout": ("dropout_conv", "dro
 """Hyperparameters that only some families use; every other family ignores them."""
 
 
+_READS: list[set[str]] = []  # while a family is probed: the own hyperparameters it reads
+
+
 @dataclass(frozen=True)
 class Params:
-    """Everything that defines one training run; rebuilds a trial's model without Optuna."""
+    """Everything that defines one training run; rebuilds a trial's model without Optuna.
+
+    A family of one's own reads its own hyperparameters (declared in ``[space]``) as
+    ``params["filters"]``, ``params.get("filters", 32)`` or ``params.filters``.
+    """
 
     family: str = "baseline"
     learning_rate: float = 0.001  # Adam's default, as the reports' optimizer='adam'
@@ -69,6 +87,84 @@ class Params:
     dropout_conv: float = 0.25  # Exp 2: Dropout(0.25) after the first conv block
     dropout_dense: float = 0.5  # Exp 2: Dropout(0.5) after Dense(128)
     augment: float = 0.0  # augmentation strength in [0, 1]; 0 is off
+    extra: tuple[tuple[str, Any], ...] = ()  # a user family's own hyperparameters, by name
+
+    def _own(self, name: str) -> Any:
+        for reads in _READS:
+            reads.add(name)
+        for key, value in self.extra:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in BUILTIN_PARAMS:
+            return getattr(self, name)
+        try:
+            return self._own(name)
+        except KeyError:
+            raise KeyError(
+                f"params has no {name!r}; declare it in the study file's [space]"
+            ) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy, pickle and dataclass machinery: never an own value
+            raise AttributeError(name)
+        try:
+            return self._own(name)
+        except KeyError:
+            raise AttributeError(
+                f"params has no {name!r}; declare it in the study file's [space]"
+            ) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name`` (built-in or own), else ``default``."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every value by name, the own hyperparameters beside the built-in ones."""
+        out = {name: getattr(self, name) for name in BUILTIN_PARAMS}
+        return out | dict(self.extra)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Params:
+        """The inverse of :meth:`to_dict`: names that are not built in become own values."""
+        known = {k: v for k, v in values.items() if k in BUILTIN_PARAMS}
+        extra = tuple(sorted((k, v) for k, v in values.items() if k not in BUILTIN_PARAMS))
+        return cls(**known, extra=extra)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+
+
+BUILTIN_PARAMS = tuple(f.name for f in fields(Params) if f.name != "extra")
+
+
+def is_builtin_family(family: str) -> bool:
+    return family in FAMILIES
+
+
+def check_family_name(family: str) -> str | None:
+    """Why ``family`` cannot name a family (None if it can): a built-in, ``module:function``,
+    or an installed entry point of the group ``sweep.families``."""
+    if family in FAMILIES:
+        return None
+    if ":" in family:
+        module, _, function = family.partition(":")
+        if all(p.isidentifier() for p in module.split(".")) and function.isidentifier():
+            return None
+        return "a family of one's own is written module:function, e.g. mymodels:build"
+    from importlib.metadata import entry_points
+
+    if entry_points(group=ENTRY_POINT_GROUP, name=family):
+        return None
+    return (
+        "use one of " + ", ".join(FAMILIES) + ", a function of your own as module:function, "
+        f"or an installed entry point of the group {ENTRY_POINT_GROUP}"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,10 +189,16 @@ class Dimension:
     high: float = 0.0
     log: bool = False
     step: float | None = None
+    type: type = float  # int, float, str or bool: the values' type
 
     @property
     def is_int(self) -> bool:
-        return SPACE_KEYS[self.name].type is int
+        return self.type is int
+
+    @property
+    def is_own(self) -> bool:
+        """A hyperparameter of a family of one's own, not one sweep knows."""
+        return self.name not in SPACE_KEYS
 
     def contains(self, value: Any) -> bool:
         if self.kind != "range":
@@ -148,6 +250,8 @@ class StudySpec:
     score: str = "last_epoch"  # or "best_epoch"
     backend: str | None = None  # None: $KERAS_BACKEND, else tensorflow
     precision: str = "float32"
+    image_size: tuple[int, int] | None = None  # a folder's images resized to (height, width)
+    color_mode: str = "auto"
     source: Path | None = field(default=None, compare=False)
     text: str = field(default="", compare=False, repr=False)  # the study file, as written
 
@@ -163,6 +267,21 @@ class StudySpec:
     def families(self) -> tuple[str, ...]:
         fam = self.dimension("family")
         return tuple(fam.choices) if fam.kind != "range" else FAMILIES
+
+    @property
+    def own_families(self) -> tuple[str, ...]:
+        """The families of one's own that the study trains, the baseline's included."""
+        names = dict.fromkeys([self.baseline.family, *self.families])
+        return tuple(f for f in names if not is_builtin_family(f))
+
+    @property
+    def own_keys(self) -> tuple[str, ...]:
+        """The hyperparameters of the families of one's own, as ``[space]`` declares them."""
+        return tuple(d.name for d in self.space if d.is_own)
+
+    @property
+    def builtin_data(self) -> bool:
+        return self.dataset in DATASETS
 
     @property
     def varying(self) -> tuple[Dimension, ...]:
@@ -200,11 +319,32 @@ SETTINGS: Mapping[str, Setting] = {
     s.name: s
     for s in (
         Setting("description", str, "One line shown in --dry-run and reports.", default=""),
-        _one_of(
+        Setting(
             "dataset",
-            "Training data: `synthetic` (built in, offline) or `cifar10`.",
-            DATASETS,
+            str,
+            "Training data: `synthetic` (built in, offline), `cifar10`, `cifar100` (fine "
+            "labels), or a path (relative to the study file) to a folder of images with one "
+            "subfolder per class (optionally under `train/` and `test/`) or to an `.npz` with "
+            "`x_train`, `y_train`, `x_test`, `y_test` and optionally `class_names`.",
+            lambda v: bool(v.strip()),
+            "a built-in name (" + ", ".join(DATASETS) + ") or a path",
             default="synthetic",
+        ),
+        Setting(
+            "image_size",
+            list,
+            "A folder's images are resized to `[height, width]` (default: they must all have "
+            "one size). Ignored for the built-in datasets and `.npz` files.",
+            lambda v: len(v) == 2 and all(isinstance(n, int) and 1 <= n <= 4096 for n in v),
+            "two integers [height, width] in [1, 4096]",
+            default=None,
+        ),
+        _one_of(
+            "color_mode",
+            "A folder's images: `rgb` (3 channels), `grayscale` (1), or `auto` (1 if every "
+            "image is grayscale, else 3).",
+            COLOR_MODES,
+            default="auto",
         ),
         Setting(
             "seed",
@@ -276,10 +416,14 @@ SETTINGS: Mapping[str, Setting] = {
 SPACE_KEYS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        _one_of(
+        Setting(
             "family",
-            "CNN family: " + ", ".join(FAMILIES) + ".",
-            FAMILIES,
+            str,
+            "CNN family: " + ", ".join(FAMILIES) + ", or one of your own: `module:function` "
+            "(the study file's folder is importable) or an entry point of the group "
+            f"`{ENTRY_POINT_GROUP}`. Its own hyperparameters are further `[space]` keys.",
+            lambda v: check_family_name(v) is None,
+            "one of " + ", ".join(FAMILIES) + ", module:function, or an entry point name",
         ),
         Setting(
             "learning_rate",
@@ -427,6 +571,7 @@ def _type_name(t: type) -> str:
         float: "a number",
         str: "a string",
         bool: "true or false",
+        list: "a list",
     }[t]
 
 
@@ -473,8 +618,31 @@ def _settings(
     return {k: _coerce(where, prefix + k, keys[k], v) for k, v in table.items()}
 
 
-def _dimension(where: _Where, name: str, raw: Any) -> Dimension:
-    setting = SPACE_KEYS[name]
+def _own_setting(where: _Where, name: str, raw: Any) -> Setting:
+    """The setting of a family's own hyperparameter, its type read from its values."""
+    key = f"space.{name}"
+    if not name.isidentifier():
+        raise where.fail(key, "an own hyperparameter's name must be a Python identifier")
+    values = [raw.get(b) for b in ("low", "high")] if isinstance(raw, dict) else raw
+    values = [v for v in (values if isinstance(values, list) else [values]) if v is not None]
+    kinds = {type(v) for v in values}
+    if kinds and kinds <= {int}:
+        t: type = int
+    elif kinds and kinds <= {int, float}:
+        t = float
+    elif len(kinds) == 1 and kinds <= {str, bool}:
+        t = kinds.pop()
+    else:
+        shown = ", ".join(sorted(k.__name__ for k in kinds)) or "nothing"
+        raise where.fail(
+            key, f"the values mix {shown}; give integers, numbers, strings or true/false"
+        )
+    return Setting(name, t, "a family's own hyperparameter")
+
+
+def _dimension(where: _Where, name: str, raw: Any, setting: Setting | None = None) -> Dimension:
+    setting = setting or SPACE_KEYS[name]
+    t = setting.type
     key = f"space.{name}"
     if isinstance(raw, list):
         if not raw:
@@ -483,10 +651,10 @@ def _dimension(where: _Where, name: str, raw: Any) -> Dimension:
         if len(set(values)) != len(values):
             raise where.fail(key, f"the list {raw!r} repeats a value; list each once")
         if len(values) == 1:
-            return Dimension(name, "fixed", values)
-        return Dimension(name, "choice", values)
+            return Dimension(name, "fixed", values, type=t)
+        return Dimension(name, "choice", values, type=t)
     if isinstance(raw, dict):
-        if setting.type is str:
+        if t in (str, bool):
             raise where.fail(key, "a range needs numbers; list the choices instead")
         _unknown(where, key + ".", raw, ("low", "high", "log", "step"))
         for bound in ("low", "high"):
@@ -517,9 +685,9 @@ def _dimension(where: _Where, name: str, raw: Any) -> Dimension:
         if log and low <= 0:
             raise where.fail(key, "a log-scale range needs low > 0")
         if low == high:
-            return Dimension(name, "fixed", (low,))
-        return Dimension(name, "range", (), float(low), float(high), log, step)
-    return Dimension(name, "fixed", (_coerce(where, key, setting, raw),))
+            return Dimension(name, "fixed", (low,), type=t)
+        return Dimension(name, "range", (), float(low), float(high), log, step, type=t)
+    return Dimension(name, "fixed", (_coerce(where, key, setting, raw),), type=t)
 
 
 def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
@@ -540,12 +708,25 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
     top_values |= _settings(where, "", top, SETTINGS)
 
     space_raw = _table(where, doc, "space")
-    _unknown(where, "space.", space_raw, SPACE_KEYS)
+    own = {k: v for k, v in space_raw.items() if k not in SPACE_KEYS}
     space = tuple(
         _dimension(where, key, space_raw.get(key, getattr(_DEFAULT_PARAMS, key)))
         for key in SPACE_KEYS
+    ) + tuple(
+        _dimension(where, key, raw, _own_setting(where, key, raw)) for key, raw in own.items()
     )
-    baseline = Params(**_settings(where, "baseline.", _table(where, doc, "baseline"), SPACE_KEYS))
+    families = {c for d in space if d.name == "family" for c in d.choices}
+    baseline_raw = _table(where, doc, "baseline")
+    families.add(baseline_raw.get("family", _DEFAULT_PARAMS.family))
+    if own and all(is_builtin_family(f) for f in families if isinstance(f, str)):
+        first = next(iter(own))
+        raise where.fail(
+            f"space.{first}",
+            "unknown key; known keys are " + ", ".join(sorted(SPACE_KEYS)) + " (a "
+            "hyperparameter of your own needs a family of your own: family = "
+            '"module:function")',
+        )
+    baseline = _baseline(where, baseline_raw, space)
     sampler = SamplerSpec(
         **_settings(where, "sampler.", _table(where, doc, "sampler"), SAMPLER_KEYS)
     )
@@ -579,13 +760,44 @@ def parse_study(doc: Mapping[str, Any], *, name: str, source: str) -> StudySpec:
         score=top_values["score"],
         backend=top_values["backend"],
         precision=top_values["precision"],
+        image_size=None if top_values["image_size"] is None else tuple(top_values["image_size"]),
+        color_mode=top_values["color_mode"],
     )
+
+
+def _baseline(where: _Where, table: Mapping[str, Any], space: tuple[Dimension, ...]) -> Params:
+    """The baseline's Params: built-in keys default as :class:`Params` does; a family of one's
+    own takes each own hyperparameter from ``[baseline]``, else its fixed ``[space]`` value."""
+    own = {d.name: d for d in space if d.is_own}
+    keys = {**SPACE_KEYS, **{n: Setting(n, d.type, "") for n, d in own.items()}}
+    values = _settings(where, "baseline.", table, keys)
+    family = values.get("family", _DEFAULT_PARAMS.family)
+    given = {k: v for k, v in values.items() if k in own}
+    if is_builtin_family(family):
+        if given:
+            raise where.fail(
+                f"baseline.{next(iter(given))}",
+                f"the baseline's family {family} is built in and reads no hyperparameter of "
+                "your own; remove the key, or make the baseline a family of your own",
+            )
+        return Params(**values)
+    for name, d in own.items():
+        if name in given:
+            continue
+        if d.kind != "fixed":
+            raise where.fail(
+                f"baseline.{name}",
+                f"missing: the baseline's family {family} reads {name}, which varies in "
+                f"[space]; set baseline.{name} to the baseline's value",
+            )
+        values[name] = d.choices[0]
+    return Params.from_dict(values)
 
 
 def settings_markdown() -> str:
     """The README's table of study-file keys, generated from the declarations above."""
     defaults: dict[str, Any] = {
-        "space.": asdict(Params()),
+        "space.": {k: v for k, v in asdict(Params()).items() if k != "extra"},
         "sampler.": asdict(SamplerSpec()),
         "pruner.": asdict(PrunerSpec()),
         "augmentation.": asdict(Augmentation()),
@@ -608,39 +820,6 @@ def settings_markdown() -> str:
     return "\n".join(lines)
 
 
-def _studies_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent
-    return [Path.cwd() / "studies", here.parent / "studies"]
-
-
-def available_studies() -> list[str]:
-    """Names of the study files found in ``./studies`` and the repository's ``studies/``."""
-    names = {p.stem for d in _studies_dirs() if d.is_dir() for p in d.glob("*.toml")}
-    return sorted(names)
-
-
-def names_a_file(study: str) -> bool:
-    """Whether ``--study`` is a path to a study file rather than a name."""
-    return study.endswith(".toml") or "/" in study
-
-
-def find_study_file(study: str) -> Path:
-    """Resolve ``--study``: a path to a .toml file, or a name in ``studies/``."""
-    if names_a_file(study):
-        path = Path(study)
-        if path.is_dir():
-            raise UserError(f"study file {study} is a folder; give the path of a .toml file")
-        if not path.is_file():
-            raise UserError(f"study file {study} does not exist; give the path of a .toml file")
-        return path
-    for d in _studies_dirs():
-        path = d / f"{study}.toml"
-        if path.is_file():
-            return path
-    known = ", ".join(available_studies()) or "none found"
-    raise UserError(f"unknown study {study!r}; the studies are: {known}")
-
-
 def load_study(study: str) -> StudySpec:
     """Find, read, parse and validate a study file.
 
@@ -652,7 +831,15 @@ def load_study(study: str) -> StudySpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read study file {path}: {exc}") from None
-    return replace(loads_study(text, name=path.stem, source=str(path)), source=path)
+    spec = loads_study(text, name=path.stem, source=str(path))
+    return replace(spec, source=path, dataset=resolve_dataset(spec.dataset, path.parent))
+
+
+def resolve_dataset(dataset: str, base: Path) -> str:
+    """A built-in name as it is; a path made absolute, relative paths from ``base``."""
+    if dataset in DATASETS or dataset.startswith(ARRAYS_PREFIX):
+        return dataset
+    return str((base / Path(dataset).expanduser()).absolute())
 
 
 def loads_study(text: str, *, name: str, source: str) -> StudySpec:

@@ -22,7 +22,7 @@ import os
 import pickle
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +34,18 @@ if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
 
+    from sweep.sources import Arrays
+
 __all__ = [
+    "CIFAR10_CLASSES",
     "CIFAR10_URL",
+    "DATA_INFO",
     "Splits",
     "augmenter",
     "eval_dataset",
     "load",
     "load_cifar10",
+    "load_cifar100",
     "synthetic",
     "train_dataset",
 ]
@@ -59,6 +64,18 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR_DIR = "cifar-10-batches-py"
 _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_BATCH = "test_batch"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+# name -> (archive, its folder, URL, MD5, the variable naming a mirror)
+_ARCHIVES = {
+    "CIFAR-10": (
+        "cifar-10-python.tar.gz", _CIFAR_DIR, CIFAR10_URL, CIFAR10_MD5, "SWEEP_CIFAR10_URL"
+    ),
+    "CIFAR-100": (
+        "cifar-100-python.tar.gz", "cifar-100-python", CIFAR100_URL, CIFAR100_MD5,
+        "SWEEP_CIFAR100_URL",
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,17 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image: what the models take."""
+        h, w, c = self.x_train.shape[1:]
+        return int(h), int(w), int(c)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def sizes(self) -> str:
         return f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test"
@@ -162,63 +190,75 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-def _unpickle_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _unpickle(raw: bytes, name: str, what: str = "CIFAR-10") -> Any:
+    try:
+        return RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways; all are one
+        archive = _ARCHIVES[what][0]
+        raise UserError(
+            f"{what} batch {name} is corrupt or not in the official format ({exc}); "
+            f"replace it with a fresh copy of {archive}"
+        ) from None
+
+
+def _unpickle_batch(
+    raw: bytes, name: str, *, what: str = "CIFAR-10", key: bytes = b"labels", classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
-    try:
-        batch = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways; all are one
+    batch = _unpickle(raw, name, what)
+    archive = _ARCHIVES[what][0]
+    if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
         raise UserError(
-            f"CIFAR-10 batch {name} is corrupt or not in the official format ({exc}); "
-            "replace it with a fresh copy of cifar-10-python.tar.gz"
-        ) from None
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise UserError(
-            f"CIFAR-10 batch {name} lacks b'data' or b'labels'; "
-            "replace it with a fresh copy of cifar-10-python.tar.gz"
+            f"{what} batch {name} lacks b'data' or {key!r}; "
+            f"replace it with a fresh copy of {archive}"
         )
     data = batch[b"data"]
     try:
-        labels = np.asarray(batch[b"labels"])
+        labels = np.asarray(batch[key])
     except (TypeError, ValueError):
         labels = np.zeros((0, 0))
+    top = classes - 1
     if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
-        raise UserError(f"CIFAR-10 batch {name}: labels must be a list of integers 0-9")
+        raise UserError(f"{what} batch {name}: labels must be a list of integers 0-{top}")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise UserError(f"CIFAR-10 batch {name}: data must be a 2-D uint8 array")
+        raise UserError(f"{what} batch {name}: data must be a 2-D uint8 array")
     if data.shape[1] != 3072 or len(labels) != len(data):
         raise UserError(
-            f"CIFAR-10 batch {name}: expected rows of 3072 bytes and one label each, "
+            f"{what} batch {name}: expected rows of 3072 bytes and one label each, "
             f"got data {data.shape} and {len(labels)} labels"
         )
-    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9):
-        raise UserError(f"CIFAR-10 batch {name}: labels must be integers 0-9")
+    if labels.size and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > top):
+        raise UserError(f"{what} batch {name}: labels must be integers 0-{top}")
     # The official rows are channel-major (1024 R, 1024 G, 1024 B); models want NHWC.
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int32)
 
 
-def _iter_batches(source: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(name, raw bytes)`` of the six batches from a directory or the tar.gz."""
+def _iter_batches(
+    source: Path, names: tuple[str, ...] = (*_TRAIN_BATCHES, _TEST_BATCH), what: str = "CIFAR-10"
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, raw bytes)`` of the named files from a directory or the tar.gz."""
+    archive, folder = _ARCHIVES[what][0], _ARCHIVES[what][1]
     if source.is_dir():
-        for name in (*_TRAIN_BATCHES, _TEST_BATCH):
+        for name in names:
             path = source / name
             if not path.is_file():
-                raise UserError(f"CIFAR-10 batch {path} is missing; extract the full archive")
+                raise UserError(f"{what} batch {path} is missing; extract the full archive")
             try:
                 yield name, path.read_bytes()
             except OSError as exc:
-                raise UserError(f"CIFAR-10 batch {path} cannot be read ({exc.strerror})") from None
+                raise UserError(f"{what} batch {path} cannot be read ({exc.strerror})") from None
         return
     try:
         with tarfile.open(source, "r:gz") as tar:
-            for name in (*_TRAIN_BATCHES, _TEST_BATCH):
+            for name in names:
                 try:
-                    member = tar.getmember(f"{_CIFAR_DIR}/{name}")
+                    member = tar.getmember(f"{folder}/{name}")
                 except KeyError:
                     raise UserError(
-                        f"{source} has no {_CIFAR_DIR}/{name}: it is not the official "
-                        "cifar-10-python.tar.gz, or it is damaged; download it again"
+                        f"{source} has no {folder}/{name}: it is not the official "
+                        f"{archive}, or it is damaged; download it again"
                     ) from None
                 handle = tar.extractfile(member)
                 if handle is None:
@@ -230,11 +270,12 @@ def _iter_batches(source: Path) -> Iterator[tuple[str, bytes]]:
         ) from None
 
 
-def _find_cifar10(data_dir: Path | None) -> Path | None:
+def _find_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path | None:
+    archive, folder = _ARCHIVES[what][0], _ARCHIVES[what][1]
     for d in (data_dir, _env_dir(), _keras_cache()):
         if d is None:
             continue
-        for candidate in (d / _CIFAR_DIR, d / "cifar-10-python.tar.gz"):
+        for candidate in (d / folder, d / archive):
             if candidate.exists():
                 return candidate
     return None
@@ -249,7 +290,7 @@ def _keras_cache() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
-def _download_cifar10(data_dir: Path | None) -> Path:
+def _download_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path:
     """Fetch the official archive (MD5-checked) into ``data_dir`` or Keras's cache.
 
     Plain urllib, not ``keras.utils.get_file``: a failed download must not cost a TensorFlow
@@ -259,10 +300,11 @@ def _download_cifar10(data_dir: Path | None) -> Path:
     import tempfile
     import urllib.request
 
+    archive, _, url, official_md5, env = _ARCHIVES[what]
     target = data_dir or _env_dir() or _keras_cache()
-    url = os.environ.get("SWEEP_CIFAR10_URL") or CIFAR10_URL  # a mirror, where offline
-    log.info("CIFAR-10 not found locally; downloading %s to %s", url, target)
-    final = target / "cifar-10-python.tar.gz"
+    url = os.environ.get(env) or url  # a mirror, where offline
+    log.info("%s not found locally; downloading %s to %s", what, url, target)
+    final = target / archive
     partial: Path | None = None
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -275,14 +317,14 @@ def _download_cifar10(data_dir: Path | None) -> Path:
             while chunk := response.read(1 << 20):
                 md5.update(chunk)
                 part.write(chunk)
-        if md5.hexdigest() != CIFAR10_MD5:
-            raise ValueError(f"MD5 {md5.hexdigest()} is not the official {CIFAR10_MD5}")
+        if md5.hexdigest() != official_md5:
+            raise ValueError(f"MD5 {md5.hexdigest()} is not the official {official_md5}")
         partial.replace(final)
     except (OSError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(
-            f"CIFAR-10 is not under --data-dir or $SWEEP_DATA_DIR and the download from {url} "
-            f"failed ({reason}); put cifar-10-python.tar.gz there by hand"
+            f"{what} is not under --data-dir or $SWEEP_DATA_DIR and the download from {url} "
+            f"failed ({reason}); put {archive} there by hand"
         ) from None
     finally:
         if partial is not None:
@@ -308,10 +350,32 @@ def load_cifar10(data_dir: Path | None = None, *, download: bool = True) -> _Arr
     return x_train, y_train, x_test, y_test
 
 
+def load_cifar100(data_dir: Path | None = None) -> tuple[_Arrays, tuple[str, ...]]:
+    """Load CIFAR-100 (its 100 fine labels) from the official python archive, as
+    ``((x_train, y_train, x_test, y_test), class_names)``; found and fetched as CIFAR-10 is."""
+    what = "CIFAR-100"
+    source = _find_cifar10(data_dir, what) or _download_cifar10(data_dir, what)
+    parts = dict(_iter_batches(source, ("train", "test", "meta"), what))
+    x_train, y_train = _unpickle_batch(parts["train"], "train", what=what, key=b"fine_labels",
+                                       classes=100)  # fmt: skip
+    x_test, y_test = _unpickle_batch(parts["test"], "test", what=what, key=b"fine_labels",
+                                     classes=100)  # fmt: skip
+    meta = _unpickle(parts["meta"], "meta", what)
+    names = meta.get(b"fine_label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != 100:
+        raise UserError(
+            f"{source}: meta has no list of 100 fine_label_names; replace it with a fresh copy "
+            "of cifar-100-python.tar.gz"
+        )
+    log.info("CIFAR-100 loaded from %s", source)
+    decoded = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names)
+    return (x_train, y_train, x_test, y_test), decoded
+
+
 # --------------------------------------------------------------------------- splits
 
 
-TRAIN_IMAGES = {"synthetic": SYNTHETIC_TRAIN, "cifar10": 50_000}
+TRAIN_IMAGES = {"synthetic": SYNTHETIC_TRAIN, "cifar10": 50_000, "cifar100": 50_000}
 """How many training images each dataset has: the most ``--subset`` can take."""
 MIN_PER_SPLIT = 10
 """The fewest training, validation and test images a run may have: one per class."""
@@ -323,13 +387,19 @@ def split_sizes(subset: int, validation_split: float) -> tuple[int, int, int]:
     return subset - n_val, n_val, max(subset // 5, 1)
 
 
-def check_subset(dataset: str, subset: int | None, validation_split: float) -> None:
+def check_subset(
+    dataset: str, subset: int | None, validation_split: float, *, most: int | None = None
+) -> None:
     """Refuse a ``--subset`` the dataset cannot give, or too small to train and score on.
+
+    Args:
+        most: The dataset's training images (default: a built-in's, :data:`TRAIN_IMAGES`).
 
     Raises:
         UserError: naming the sizes it would give and the bounds.
     """
-    most = TRAIN_IMAGES[dataset]
+    if most is None:
+        most = TRAIN_IMAGES[dataset]
     if subset is None:
         n_val = max(1, round(most * validation_split))
         if min(most - n_val, n_val) < MIN_PER_SPLIT:
@@ -357,6 +427,17 @@ def check_subset(dataset: str, subset: int | None, validation_split: float) -> N
         )
 
 
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+DATA_INFO: dict[str, tuple[tuple[int, int, int], int]] = {
+    "synthetic": (IMAGE_SHAPE, NUM_CLASSES),
+    "cifar10": (IMAGE_SHAPE, 10),
+    "cifar100": (IMAGE_SHAPE, 100),
+}
+"""A built-in dataset's image shape and number of classes, known without loading it."""
+
+
 def load(
     dataset: str,
     *,
@@ -364,36 +445,52 @@ def load(
     validation_split: float = 0.2,
     subset: int | None = None,
     data_dir: Path | None = None,
+    arrays: Arrays | None = None,
 ) -> Splits:
     """Load a dataset once and split it into train, validation and test.
 
     Args:
-        dataset: ``synthetic`` or ``cifar10``.
+        dataset: ``synthetic``, ``cifar10``, ``cifar100``, or the name of ``arrays``.
         seed: Seeds the synthetic data and the train/validation split.
         validation_split: Fraction of the training images held out for scoring and pruning.
         subset: Use this many training images and a fifth as many test images.
-        data_dir: Where the CIFAR-10 archive is, or should be downloaded to.
+        data_dir: Where the CIFAR archives are, or should be downloaded to.
+        arrays: A dataset of one's own, already read (:mod:`sweep.sources`).
     """
     import numpy as np
 
-    loaders: dict[str, Callable[[], _Arrays]] = {
-        "synthetic": lambda: synthetic(
+    names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+    if arrays is not None:
+        x_train, y_train, x_test, y_test = (
+            arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test
+        )  # fmt: skip
+        names = arrays.class_names
+        check_subset(dataset, subset, validation_split, most=len(x_train))
+        if subset is not None:  # an own dataset may be in class order: subset a shuffle
+            rng = np.random.default_rng(seed)
+            keep, keep_test = rng.permutation(len(x_train)), rng.permutation(len(x_test))
+            x_train, y_train = x_train[keep], y_train[keep]
+            x_test, y_test = x_test[keep_test], y_test[keep_test]
+    elif dataset == "synthetic":
+        x_train, y_train, x_test, y_test = synthetic(
             subset or SYNTHETIC_TRAIN,
             max(subset // 5, 1) if subset else SYNTHETIC_TEST,
             seed=seed,
-        ),
-        "cifar10": lambda: load_cifar10(data_dir),
-    }
-    if dataset not in loaders:
-        raise UserError(f"unknown dataset {dataset!r}; use one of " + ", ".join(loaders))
-    x_train, y_train, x_test, y_test = loaders[dataset]()
+        )
+    elif dataset == "cifar10":
+        x_train, y_train, x_test, y_test = load_cifar10(data_dir)
+        names = CIFAR10_CLASSES
+    elif dataset == "cifar100":
+        (x_train, y_train, x_test, y_test), names = load_cifar100(data_dir)
+    else:
+        raise UserError(f"unknown dataset {dataset!r}; use one of " + ", ".join(DATA_INFO))
     if subset is not None:
         x_train, y_train = x_train[:subset], y_train[:subset]
         x_test, y_test = x_test[: max(subset // 5, 1)], y_test[: max(subset // 5, 1)]
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_val = max(1, round(len(order) * validation_split))
     val, train = order[:n_val], order[n_val:]
-    return Splits(x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test)
+    return Splits(x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test, names)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweep.data import CIFAR10_CLASSES
+
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
@@ -24,19 +26,6 @@ __all__ = [
     "learning_curves",
     "save_png",
 ]
-
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 
 BASELINE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": "--", "linewidth": 1.2}
 

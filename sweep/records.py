@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna
@@ -130,7 +130,7 @@ class TrialRecord:
             value = getattr(self, f.name)
             if value is None or (f.name == "history" and not value):
                 continue
-            attrs[f.name] = asdict(value) if isinstance(value, Params) else value
+            attrs[f.name] = value.to_dict() if isinstance(value, Params) else value
         if self.params is not None:
             attrs["family"] = self.params.family  # a column of its own in the dashboard
         return attrs
@@ -143,7 +143,7 @@ _ATTR_FIELDS = frozenset(f.name for f in fields(TrialRecord)) - _NOT_ATTRS
 def _from_attrs(number: int, state: str, value: float | None, attrs: dict[str, Any]) -> TrialRecord:
     known = {k: v for k, v in attrs.items() if k in _ATTR_FIELDS}
     raw = known.pop("params", None)
-    params = Params(**raw) if isinstance(raw, dict) else None
+    params = Params.from_dict(raw) if isinstance(raw, dict) else None
     known["is_baseline"] = bool(known.get("is_baseline", False))
     return TrialRecord(number=number, state=state, value=value, params=params, **known)
 
@@ -175,7 +175,7 @@ def delta(mine: float | None, theirs: float | None) -> float | None:
 
 def point_key(params: Params) -> str:
     """A canonical JSON of the params; identifies a planned trial across runs."""
-    return json.dumps(asdict(params), sort_keys=True)
+    return json.dumps(params.to_dict(), sort_keys=True)
 
 
 def planned_attrs(params: Params, *, is_baseline: bool) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def planned_attrs(params: Params, *, is_baseline: bool) -> dict[str, Any]:
 def planned_params(trial: optuna.Trial | optuna.trial.FrozenTrial) -> Params | None:
     """The Params a planned trial was enqueued with; None for a sampled trial."""
     point = trial.user_attrs.get("point")
-    return None if point is None else Params(**json.loads(point))
+    return None if point is None else Params.from_dict(json.loads(point))
 
 
 def is_baseline(trial: optuna.Trial | optuna.trial.FrozenTrial) -> bool:

@@ -16,8 +16,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sweep import data, devices
-from sweep.config import MAX_SEED, StudySpec, loads_study
+from sweep import data, devices, sources
+from sweep.config import (
+    ARRAYS_PREFIX,
+    DATASETS,
+    MAX_SEED,
+    StudySpec,
+    loads_study,
+    resolve_dataset,
+)
 from sweep.errors import UserError
 from sweep.space import planned
 
@@ -56,6 +63,8 @@ class RunOptions:
     artifacts: Path = Path("sweep-artifacts")
     replace_file: bool = False
     backend: str | None = None
+    data_sha256: str | None = None  # an own dataset's content hash (None: not yet read)
+    code_dir: Path | None = None  # the study file's folder: its own families import from it
 
     @property
     def keras_backend(self) -> str:
@@ -68,22 +77,79 @@ class RunOptions:
         sampler = {} if self.spec.sampling_seed == self.spec.seed else {
             "sampler_seed": self.spec.sampling_seed
         }  # fmt: skip
+        own = {} if self.spec.builtin_data else {"data_sha256": self.data_sha256}
         return {
             "dataset": self.spec.dataset,
             "seed": self.spec.seed,
             "subset": self.subset,
             "validation_split": self.spec.validation_split,
             **sampler,
+            **own,
         }
 
-    def load_data(self) -> data.Splits:
+    @property
+    def data_cache(self) -> Path | None:
+        """Where an own dataset is kept, decoded, for every worker: the artifact folder's
+        ``datasets/<sha256>.npz`` (None for a built-in dataset, or before it is read)."""
+        if self.spec.builtin_data or self.data_sha256 is None:
+            return None
+        return self.artifacts / "datasets" / f"{self.data_sha256}.npz"
+
+    def read_data(self) -> tuple[RunOptions, sources.Arrays | None]:
+        """An own dataset, read once, and this run with its content hash; None for a
+        built-in dataset (:meth:`load_data` loads those).
+
+        The decoded copy in :attr:`data_cache` serves first: a worker does not decode a
+        folder the launcher (or another worker, on any host sharing the artifact folder)
+        has decoded already. Writes nothing (see :meth:`keep_data`).
+
+        Raises:
+            UserError: the files are missing or bad, or they differ from the study's.
+        """
+        if self.spec.builtin_data:
+            return self, None
+        cache = self.data_cache
+        if cache is not None and cache.is_file():
+            arrays = sources.read_npz(cache)
+        elif self.spec.dataset.startswith(ARRAYS_PREFIX):
+            raise UserError(
+                f"the study's data (arrays handed to sweep.run) is not in {cache}; give this "
+                "worker the artifact folder the study was launched with (--artifacts DIR)"
+            )
+        else:
+            arrays = sources.read_dataset(
+                Path(self.spec.dataset),
+                image_size=self.spec.image_size,
+                color_mode=self.spec.color_mode,
+                seed=self.spec.seed,
+            )
+        digest = sources.content_hash(arrays)
+        if self.data_sha256 is not None and digest != self.data_sha256:
+            raise UserError(
+                f"dataset {self.spec.dataset} differs here from the one study "
+                f"{self.study_name!r} runs on (content sha256 {digest[:12]}, not "
+                f"{self.data_sha256[:12]}); give this worker the same files, or share the "
+                "artifact folder, which holds the study's copy"
+            )
+        return replace(self, data_sha256=digest), arrays
+
+    def keep_data(self, arrays: sources.Arrays | None) -> None:
+        """Write an own dataset to :attr:`data_cache` for the other workers, once."""
+        cache = self.data_cache
+        if arrays is not None and cache is not None and not cache.is_file():
+            sources.write_npz(arrays, cache)
+
+    def load_data(self, arrays: sources.Arrays | None = None) -> data.Splits:
         """The run's data: loaded once per process; bad files are a UserError."""
+        if arrays is None and not self.spec.builtin_data:
+            _, arrays = self.read_data()
         splits = data.load(
             self.spec.dataset,
             seed=self.spec.seed,
             validation_split=self.spec.validation_split,
             subset=self.subset,
             data_dir=self.data_dir,
+            arrays=arrays,
         )
         log.info("%s data: %s", self.spec.dataset, splits.sizes())
         return splits
@@ -99,7 +165,8 @@ class RunOptions:
                 f"holds at most {MAX_STUDY_NAME}, and {len(COMPANION_SUFFIX)} go to sweep "
                 f"verify's {COMPANION_SUFFIX!r} study: use 1 to {longest} (--study-name NAME)"
             )
-        data.check_subset(self.spec.dataset, self.subset, self.spec.validation_split)
+        if self.spec.builtin_data:  # an own dataset's size is known once it is read
+            data.check_subset(self.spec.dataset, self.subset, self.spec.validation_split)
         if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
             raise UserError(f"--data-dir {self.data_dir} is a file; give the folder it is in")
         _ = self.keras_backend  # a backend that is unknown or not installed, refused now
@@ -117,9 +184,15 @@ def with_overrides(
     for flag, value in (("--seed", seed), ("--sampler-seed", sampler_seed)):
         if value is not None and not 0 <= value <= MAX_SEED:
             raise UserError(f"{flag} {value} is out of range; use an integer in [0, {MAX_SEED}]")
+    if dataset is not None and dataset not in DATASETS and not Path(dataset).exists():
+        raise UserError(
+            f"--dataset {dataset}: no such folder or file; use one of "
+            + ", ".join(DATASETS)
+            + ", or the path of a folder of images or of an .npz file"
+        )
     return replace(
         spec,
-        dataset=dataset or spec.dataset,
+        dataset=spec.dataset if dataset is None else resolve_dataset(dataset, Path.cwd()),
         seed=spec.seed if seed is None else seed,
         sampler_seed=spec.sampler_seed if sampler_seed is None else sampler_seed,
     )

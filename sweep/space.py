@@ -9,10 +9,16 @@ exactly what was planned, even where the baseline lies outside the searched spac
 from __future__ import annotations
 
 import itertools
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from sweep.config import FAMILY_PARAMS, Dimension, Params, StudySpec
+from sweep.config import (
+    FAMILY_PARAMS,
+    SPACE_KEYS,
+    Dimension,
+    Params,
+    StudySpec,
+    is_builtin_family,
+)
 from sweep.records import planned_params, point_key
 
 if TYPE_CHECKING:
@@ -30,18 +36,24 @@ __all__ = [
 
 
 def _relevant(name: str, family: str) -> bool:
+    if name not in SPACE_KEYS:  # an own hyperparameter: the families of one's own read it
+        return not is_builtin_family(family)
     return all(name not in keys or fam == family for fam, keys in FAMILY_PARAMS.items())
 
 
-def _fixed(spec: StudySpec) -> dict[str, Any]:
-    return {d.name: d.choices[0] for d in spec.space if d.kind == "fixed"}
+def _fixed(spec: StudySpec, family: str | None = None) -> dict[str, Any]:
+    return {
+        d.name: d.choices[0]
+        for d in spec.space
+        if d.kind == "fixed" and (family is None or not d.is_own or _relevant(d.name, family))
+    }
 
 
 def grid(spec: StudySpec) -> list[Params]:
     """Every grid point, in file order; family-only dimensions only for their family."""
-    fixed = _fixed(spec)
     points: list[Params] = []
     for family in spec.families:
+        fixed = {k: v for k, v in _fixed(spec, family).items()}
         axes = [
             d
             for d in spec.varying
@@ -51,7 +63,7 @@ def grid(spec: StudySpec) -> list[Params]:
             values = (
                 fixed | {"family": family} | {d.name: v for d, v in zip(axes, combo, strict=True)}
             )
-            points.append(Params(**values))
+            points.append(_params(values))
     return points
 
 
@@ -68,8 +80,10 @@ def optuna_params(spec: StudySpec, params: Params) -> dict[str, Any]:
     """The Optuna parameters of ``params``: the varying dimensions that contain its values."""
     out = {}
     for d in spec.varying:
-        value = getattr(params, d.name)
-        if _relevant(d.name, params.family) and d.contains(value):
+        if not _relevant(d.name, params.family):
+            continue
+        value = params.get(d.name)
+        if value is not None and d.contains(value):
             out[d.name] = value
     return out
 
@@ -120,12 +134,15 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> Params:
         for name in optuna_params(spec, params):
             _suggest(trial, spec.dimension(name))  # records it; returns the enqueued value
         return params
-    values = _fixed(spec)
     family_dim = spec.dimension("family")
-    family = values["family"] if family_dim.kind == "fixed" else _suggest(trial, family_dim)
-    values["family"] = family
+    family = family_dim.choices[0] if family_dim.kind == "fixed" else _suggest(trial, family_dim)
+    values = _fixed(spec, family) | {"family": family}
     for d in spec.varying:
         if d.name != "family" and _relevant(d.name, family):
             values[d.name] = _suggest(trial, d)
-    names = {f.name for f in fields(Params)}
-    return Params(**{k: v for k, v in values.items() if k in names})
+    return _params(values)
+
+
+def _params(values: dict[str, Any]) -> Params:
+    """The Params of a point: an own hyperparameter's value as its dimension's type."""
+    return Params.from_dict(values)

@@ -32,6 +32,8 @@ from sweep.storage import read_only, redact, study_lock
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.data import Splits
+
 __all__ = [
     "KeptModel",
     "Stored",
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 SPEC_ATTR = "sweep:study_file"  # system attr: the study file's name and text
 HISTORY_ATTR = "sweep:replaced_study_files"  # system attr: files replaced, oldest first
 KEPT_ATTR = "sweep:kept_models"  # system attr: [{"trial", "value", "artifact_id"}], best first
+DATA_ATTR = "data"  # user attr: the data's input shape and class names
 VERIFICATION_ATTR = "verification"  # user attr: sweep verify's result, in Markdown
 
 
@@ -64,6 +67,7 @@ class Stored:
     max_epochs: int | None
     file_name: str | None
     file_text: str | None
+    file_folder: str | None = None  # where the study file was: its families' modules
 
     @classmethod
     def from_attrs(cls, user: dict[str, Any], system: dict[str, Any]) -> Stored:
@@ -74,6 +78,7 @@ class Stored:
             max_epochs=user.get("max_epochs"),
             file_name=saved.get("name"),
             file_text=saved.get("text"),
+            file_folder=saved.get("folder"),
         )
 
 
@@ -199,6 +204,8 @@ def stored_run(
         data_dir=data_dir,
         artifacts=artifacts,
         backend=backend,
+        data_sha256=fingerprint.get("data_sha256"),
+        code_dir=Path(stored.file_folder) if stored.file_folder else None,
     )
 
 
@@ -367,7 +374,10 @@ def open_study(
             history = [*system.get(HISTORY_ATTR, []), saved]
             storage.set_study_system_attr(sid, HISTORY_ATTR, history)
             log.warning("study %r goes on with study file %s", name, spec.source or spec.name)
-        storage.set_study_system_attr(sid, SPEC_ATTR, {"name": spec.name, "text": spec.text})
+        saved = {"name": spec.name, "text": spec.text}
+        if run.code_dir is not None:
+            saved["folder"] = str(run.code_dir)
+        storage.set_study_system_attr(sid, SPEC_ATTR, saved)
         added = _enqueue_plan(study, spec, run.budget)
     if added:
         log.info("enqueued %d planned trials (baseline and grid points)", added)
@@ -375,6 +385,21 @@ def open_study(
 
 
 # --------------------------------------------------------------------------- study attrs
+
+
+def set_data_info(study: optuna.Study, splits: Splits) -> None:
+    """Store what the models, the report and an exported model need to know of the data."""
+    study.set_user_attr(
+        DATA_ATTR,
+        {"input_shape": list(splits.input_shape), "class_names": list(splits.class_names)},
+    )
+
+
+def data_info(study: optuna.Study) -> dict[str, Any]:
+    """The data's ``input_shape`` and ``class_names``, as :func:`set_data_info` stored them
+    (empty for a study made before they were stored)."""
+    info = study.user_attrs.get(DATA_ATTR)
+    return info if isinstance(info, dict) else {}
 
 
 def description(study: optuna.Study) -> str:

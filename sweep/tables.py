@@ -7,7 +7,7 @@ numbers. Deltas come from :func:`sweep.records.delta` and are shown in percentag
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sweep import records
@@ -15,11 +15,13 @@ from sweep.records import TrialRecord
 
 __all__ = [
     "Row",
+    "cells",
     "format_table",
     "leaderboard",
     "markdown_table",
     "pct",
     "pp",
+    "render_html",
     "render_markdown",
     "render_plain",
     "rows",
@@ -73,7 +75,7 @@ def rows(trials: list[TrialRecord]) -> list[Row]:
         out.append(
             Row(
                 record=r,
-                params=asdict(r.params) if r.params is not None else {},
+                params=r.params.to_dict() if r.params is not None else {},
                 delta_val=records.delta(r.value, None if base is None else base.value),
                 delta_test=records.delta(test, None if base is None else base.test_accuracy),
                 note=note,
@@ -103,11 +105,18 @@ _PARAM_COLUMNS = (
 )
 
 
+def _own_cell(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _cells(table: list[Row]) -> tuple[list[str], list[list[str]]]:
     """The table's header and cells: parameters, val and test accuracy, test loss, Δ in pp."""
     used = [c for c in _PARAM_COLUMNS if any(c[0] in r.params for r in table)]
     if not any(r.params.get("family") == "dropout" for r in table):
         used = [c for c in used if not c[0].startswith("dropout")]
+    builtin = {key for key, _, _ in _PARAM_COLUMNS}
+    own = dict.fromkeys(k for r in table for k in r.params if k not in builtin)
+    used += [(key, key, _own_cell) for key in own]  # a family's own hyperparameters
     header = ["#", *(label for _, label, _ in used)]
     header += ["val acc", "test acc", "test loss", "Δval pp", "Δtest pp", "note"]
     lines = []
@@ -126,6 +135,18 @@ def _cells(table: list[Row]) -> tuple[list[str], list[list[str]]]:
         ]
         lines.append(cells)
     return header, lines
+
+
+cells = _cells  # the header and cells of a table, for a renderer of one's own
+
+
+def render_html(header: list[str], body: list[list[str]]) -> str:
+    """A table as HTML (a notebook's rendering of :class:`sweep.Results`)."""
+    import html
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body]
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
 def render_plain(header: list[str], body: list[list[str]]) -> str:

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sweep import data, models
-from sweep.config import Params, StudySpec
+from sweep.config import Params, StudySpec, is_builtin_family
 from sweep.errors import TrialFailure
 from sweep.records import Scores
 
@@ -69,7 +69,8 @@ def train(
     ``epoch_log`` collects the per-epoch metrics; pass one to read them after a pruned run.
 
     Raises:
-        TrialFailure: the loss became NaN or infinite (the run diverged).
+        TrialFailure: the loss became NaN or infinite (the run diverged), or a family of
+            one's own failed to build its model.
     """
     import keras
 
@@ -80,7 +81,15 @@ def train(
     keras.backend.clear_session(free_memory=False)
     keras.config.set_dtype_policy(spec.precision)
     keras.utils.set_random_seed(seed)
-    model = models.build(params)
+    try:
+        model = models.build(params, input_shape=splits.input_shape, num_classes=splits.num_classes)
+    except Exception as exc:  # a family of one's own may fail in any way: this trial fails
+        if is_builtin_family(params.family):
+            raise
+        reason = (str(exc).strip().splitlines() or ["no message"])[0]
+        raise TrialFailure(
+            f"family {params.family!r} failed to build: {type(exc).__name__}: {reason}"
+        ) from None
     augment = data.augmenter(spec.augmentation, params.augment, seed=seed)
     train_ds = data.train_dataset(
         splits.x_train,

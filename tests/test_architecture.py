@@ -16,10 +16,10 @@ CORE = {
     "sweep.records", "sweep.trial", "sweep.models", "sweep.data", "sweep.storage",
     "sweep.study", "sweep.loop", "sweep.run", "sweep.space", "sweep.config", "sweep.tables",
     "sweep.artifacts", "sweep.plots", "sweep.devices", "sweep.errors", "sweep.stop",
-    "sweep.retry", "sweep._optuna", "sweep._callbacks",
+    "sweep.retry", "sweep._optuna", "sweep._callbacks", "sweep.catalog",
 }  # fmt: skip
 KERAS_MODULES = {"sweep._callbacks", "sweep._batches"}  # import Keras: only where it trains
-COMMAND_NAMES = ("launch", "worker", "dashboard", "report", "verify", "export")
+COMMAND_NAMES = ("launch", "worker", "dashboard", "report", "verify", "export", "studies")
 # Optuna attrs: trial attrs in records, study attrs in study, Optuna's own in _optuna.
 ATTR_OWNERS = {"sweep.records", "sweep.study", "sweep._optuna"}
 ATTR_NAMES = {
@@ -50,8 +50,10 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from sweep import records` names a module; `from sweep.x import f` does not.
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                # `from sweep import records` names a module (and runs no more of the
+                # package's __init__ than Python already has); `from sweep.x import f` does not.
+                named = [f"{node.module}.{a.name}" for a in node.names]
+                targets = named if all(t in modules for t in named) else [node.module, *named]
             for target in targets:
                 if target in modules and target != name:
                     graph[name].add(target)

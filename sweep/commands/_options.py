@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep import artifacts, study
-from sweep.config import BACKENDS, DATASETS, StudySpec, load_study
+from sweep import api, artifacts, study
+from sweep.config import BACKENDS, DATASETS
 from sweep.errors import UserError
-from sweep.run import RunOptions, budget, with_overrides
+from sweep.run import RunOptions
 from sweep.storage import (
     HEARTBEAT_GRACE_S,
     HEARTBEAT_INTERVAL_S,
@@ -93,7 +93,13 @@ def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
         default=None,
         help="the study's total trial budget, shared by all workers (default: the study file's)",
     )
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="override the dataset")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME|PATH",
+        help="override the dataset: " + ", ".join(DATASETS) + ", or the path of a folder of "
+        "images (one subfolder per class) or of an .npz file",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -159,38 +165,22 @@ def artifacts_dir(args: argparse.Namespace, url: str) -> Path:
     return (args.artifacts or artifacts.default_dir(url)).absolute()
 
 
-def _spec(args: argparse.Namespace) -> StudySpec:
-    spec = with_overrides(
-        load_study(args.study),
-        dataset=args.dataset,
-        seed=args.seed,
-        sampler_seed=args.sampler_seed,
-    )
-    if spec.sampler.name == "gp":
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            raise UserError(
-                f"{spec.source}: sampler.name: the gp sampler needs PyTorch; "
-                "pip install torch, or use tpe"
-            )
-    return spec
-
-
 def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:
     """The run of the study file ``--study`` with the command line's options, checked."""
-    spec = _spec(args)
-    return RunOptions(
-        study_name=spec.name if args.study_name is None else args.study_name,
-        url=url,
-        spec=spec,
-        budget=budget(spec, args.n_trials),
+    return api.plan(
+        args.study,
+        storage=url,
+        study_name=args.study_name,
+        n_trials=args.n_trials,
+        dataset=args.dataset,
         subset=args.subset,
         max_epochs=args.max_epochs,
-        data_dir=args.data_dir,
-        artifacts=artifacts_dir(args, url),
-        replace_file=args.replace_study_file,
+        seed=args.seed,
+        sampler_seed=args.sampler_seed,
         backend=args.backend,
+        data_dir=args.data_dir,
+        artifacts_dir=args.artifacts,
+        replace_study_file=args.replace_study_file,
     )
 
 

@@ -15,10 +15,10 @@ import os
 
 from sweep import loop, study
 from sweep.commands import _options
-from sweep.commands._serve import serve
 from sweep.config import find_study_file, names_a_file
 from sweep.errors import UserError
 from sweep.run import RunOptions
+from sweep.runner import serve
 from sweep.stop import StopEvent
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]

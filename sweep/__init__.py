@@ -22,7 +22,8 @@ from sweep.api import (
     studies,
     verify,
 )
-from sweep.config import Params, StudySpec, load_study
+from sweep.config import Params, StudySpec, load_study, loads_study
+from sweep.errors import UserError
 from sweep.sources import Arrays
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "Results",
     "StudySpec",
     "export",
+    "UserError",
     "load_study",
+    "loads_study",
     "plan",
     "report",
     "results",

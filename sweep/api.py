@@ -35,7 +35,7 @@ from sweep import (
     tables,
     verification,
 )
-from sweep.config import ARRAYS_PREFIX, StudySpec, load_study
+from sweep.config import ARRAYS_PREFIX, StudySpec, load_study, resolve_dataset
 from sweep.errors import UserError
 from sweep.records import TrialRecord
 from sweep.run import RunOptions, budget, with_overrides
@@ -201,6 +201,14 @@ def plan(
         UserError: naming the first option or study-file key that is wrong.
     """
     spec = with_overrides(_spec(study_arg), dataset=dataset, seed=seed, sampler_seed=sampler_seed)
+    if spec.source is None:  # a study built in code: its data's path is the current folder's
+        spec = replace(spec, dataset=resolve_dataset(spec.dataset, Path.cwd()))
+        if not spec.builtin_data and not spec.dataset.startswith(ARRAYS_PREFIX):
+            if not Path(spec.dataset).exists():
+                raise UserError(
+                    f"study {spec.name!r}: dataset: there is no folder or file {spec.dataset}; "
+                    "give a built-in name or the path of a folder of images or an .npz file"
+                )
     url = storage or default_url()
     return RunOptions(
         study_name=spec.name if study_name is None else study_name,
@@ -371,6 +379,7 @@ def verify(
 ) -> verification.Verification:
     """Re-train the baseline and the ``top`` best trials ``repeats`` times with fresh seeds;
     is each lead over the baseline real? See :mod:`sweep.verification`."""
+    verification.check(repeats=repeats, alpha=alpha)
     the_study, opened, the_run = _existing(
         name, storage, data_dir=data_dir, artifacts_dir=artifacts_dir
     )

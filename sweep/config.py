@@ -832,7 +832,15 @@ def load_study(study: str) -> StudySpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read study file {path}: {exc}") from None
     spec = loads_study(text, name=path.stem, source=str(path))
-    return replace(spec, source=path, dataset=resolve_dataset(spec.dataset, path.parent))
+    dataset = resolve_dataset(spec.dataset, path.parent)
+    if dataset not in DATASETS and not Path(dataset).exists():
+        raise UserError(
+            f"{path}: dataset: {spec.dataset!r} is not a built-in dataset ("
+            + ", ".join(DATASETS)
+            + f") and there is no folder or file {dataset}; give one of those, or the path "
+            "(relative to the study file) of a folder of images or of an .npz file"
+        )
+    return replace(spec, source=path, dataset=dataset)
 
 
 def resolve_dataset(dataset: str, base: Path) -> str:
@@ -842,8 +850,10 @@ def resolve_dataset(dataset: str, base: Path) -> str:
     return str((base / Path(dataset).expanduser()).absolute())
 
 
-def loads_study(text: str, *, name: str, source: str) -> StudySpec:
-    """Parse and validate a study file's text (read from a file, or kept in a storage)."""
+def loads_study(text: str, *, name: str, source: str | None = None) -> StudySpec:
+    """Parse and validate a study file's text (read from a file, kept in a storage, or
+    written in code); ``source`` names it in messages (default: ``study NAME``)."""
+    source = source or f"study {name!r}"
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -327,9 +327,10 @@ def serving_model(model: keras.Model) -> keras.Model:
     0-255, of the shape the model takes), as the exported ``.keras`` file should.
 
     Training feeds the model images already scaled by the input pipeline. The trained model
-    is wrapped as it is, not cloned. It is compiled with the trained model's own optimizer
-    (its state included), loss and metrics, so the file loads without a warning and can be
-    fine-tuned as it was trained.
+    is wrapped as it is, not cloned, and hands its optimizer (with its state), its loss and
+    accuracy to the wrapper: the file then loads without a warning and can be fine-tuned as
+    it was trained. ``model`` itself is left uncompiled (a compiled model inside a compiled
+    one saves its optimizer twice, and Keras skips loading either).
     """
     import keras
 
@@ -338,7 +339,9 @@ def serving_model(model: keras.Model) -> keras.Model:
     serving = keras.Model(inputs, outputs, name=f"{model.name}_serving")
     serving.compile(
         optimizer=model.optimizer,
-        loss="sparse_categorical_crossentropy",
+        loss=getattr(model, "loss", None) or "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    model.optimizer = None
+    model.compiled = False
     return serving

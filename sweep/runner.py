@@ -76,6 +76,7 @@ def serve(
     worker: int | None = None,
     create: bool = True,
     progress: bool = False,
+    arrays: Arrays | None = None,
 ) -> tuple[optuna.Study, int, bool]:
     """Open the run's study and take its trials until the budget is spent.
 
@@ -87,6 +88,7 @@ def serve(
         worker: This worker's index (see :func:`sweep.study.open_study`).
         create: Store the run in the study and enqueue its plan (the creator does this).
         progress: Show a progress bar.
+        arrays: The run's own dataset, if the caller has read it (:func:`prepare`).
 
     Returns:
         The study, how many trials ran here, and whether a stop ended the loop.
@@ -95,7 +97,8 @@ def serve(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     models.importable(run.code_dir)
-    run, arrays = run.read_data()  # bad data files are refused before TensorFlow's import
+    if arrays is None:
+        run, arrays = run.read_data()  # bad data files are refused before TensorFlow's import
     splits = run.load_data(arrays)
     store = open_store(run.artifacts)
     if create:
@@ -237,16 +240,16 @@ def launch(
 
     ``run`` and ``arrays`` come from :func:`prepare`.
     """
-    open_store(run.artifacts)  # checked before the storage is written
-    run.keep_data(arrays)  # where every worker reads an own dataset
     if len(placements) == 1:
         os.environ.update(placements[0].env)  # before TensorFlow starts
-        the_study, _, interrupted = serve(run, stop=stop, progress=progress)
+        the_study, _, interrupted = serve(run, stop=stop, progress=progress, arrays=arrays)
         return Launched(the_study, interrupted)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    splits = run.load_data(arrays)  # a built-in dataset is checked here too
+    splits = run.load_data(arrays)  # bad files refused before anything is written
+    open_store(run.artifacts)
+    run.keep_data(arrays)  # where every worker reads an own dataset
     storage = open_storage(run.url, check=False)
     the_study = study.open_study(run, storage=storage)
     study.set_data_info(the_study, splits)

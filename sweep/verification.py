@@ -254,6 +254,14 @@ class Verification:
         return tables.render_plain(self.header, self.body)
 
 
+def check(*, repeats: int, alpha: float) -> None:
+    """Refuse a verification that cannot test anything, before a study is opened."""
+    if repeats < 2:
+        raise UserError("--repeats must be at least 2: one run gives no confidence interval")
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha {alpha} is not a probability; use e.g. 0.05")
+
+
 def verify(
     the_study: optuna.Study,
     storage: optuna.storages.BaseStorage,
@@ -270,10 +278,7 @@ def verify(
         UserError: ``repeats`` below 2, ``alpha`` not a probability, or a study with no
             completed baseline or no other completed trial.
     """
-    if repeats < 2:
-        raise UserError("--repeats must be at least 2: one run gives no confidence interval")
-    if not 0 < alpha < 1:
-        raise UserError(f"--alpha {alpha} is not a probability; use e.g. 0.05")
+    check(repeats=repeats, alpha=alpha)
     frozen = the_study.get_trials(deepcopy=False)
     targets = _targets([records.read(t) for t in frozen], the_study.study_name, top)
     models.importable(the_run.code_dir)

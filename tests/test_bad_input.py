@@ -214,7 +214,7 @@ def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, st
         (("--workers", "0"), ("--workers", "must be 1 or more")),
         (("--n-trials", "x"), ("--n-trials", "'x' is not an integer")),
         (("--subset", "-5"), ("--subset", "must be 1 or more")),
-        (("--dataset", "mnist"), ("--dataset", "invalid choice")),
+        (("--dataset", "mnist"), ("--dataset mnist: no such folder or file", "cifar100")),
         (("--colour", "red"), ("unrecognized arguments: --colour red",)),
         (("--seed", "-1"), ("--seed -1 is out of range", "[0, 40000]")),
         (("--sampler-seed", "40001"), ("--sampler-seed 40001 is out of range", "[0, 40000]")),

@@ -69,7 +69,7 @@ BAD_FILES = [
     ("[space]\nfamily = 'resnet'", r"space\.family: 'resnet' is not allowed; use one of baseline"),
     ("[sampler]\nname = 'cmaes'", r"sampler\.name: 'cmaes' is not allowed; use one of grid, tpe"),
     ("[pruner]\nname = 'asha'", r"pruner\.name: 'asha' is not allowed; use one of none"),
-    ("dataset = 'mnist'", r"dataset: 'mnist' is not allowed; use one of synthetic, cifar10"),
+    ("dataset = ''", r"dataset: '' is not allowed; use a built-in name \(synthetic, cifar10"),
     ("space = 3", r"space: expected a table"),
     ("[space]\nepochs = [5, 5]", r"space\.epochs: the list \[5, 5\] repeats a value"),
     (

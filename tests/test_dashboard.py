@@ -335,7 +335,7 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
 
 
 def test_confidence_intervals_and_welch_match_the_textbook() -> None:
-    from sweep.commands.verify import compare, estimate, repeat_seed
+    from sweep.verification import compare, estimate, repeat_seed
 
     # n = 4, mean 0.5, s = sqrt(0.02 / 3) = 0.08165, t(0.975, 3) = 3.1824: half-width 0.1299.
     est = estimate([0.4, 0.5, 0.6, 0.5])
@@ -352,7 +352,7 @@ def test_confidence_intervals_and_welch_match_the_textbook() -> None:
 
 
 def test_holms_adjusted_p_values_match_the_hand_computed_ones() -> None:
-    from sweep.commands.verify import holm
+    from sweep.verification import holm
 
     # Sorted: 0.005 (x4) = 0.02, 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) = 0.04 -> 0.06,
     # each at least the one before it.
@@ -367,7 +367,7 @@ def test_holms_adjusted_p_values_match_the_hand_computed_ones() -> None:
 def test_a_lead_significant_only_before_correction_is_called_so() -> None:
     """Two trials against one baseline: a raw p of 0.041 is below 0.05, but tested twice it
     is not: the table says so, and shows both p-values."""
-    from sweep.commands.verify import _results
+    from sweep.verification import _results
     from sweep.records import TrialRecord
 
     runs = {0: [0.50, 0.52, 0.48, 0.50], 1: [0.53, 0.55, 0.51, 0.53], 2: [0.52, 0.55, 0.51, 0.53]}

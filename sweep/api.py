@@ -203,12 +203,12 @@ def plan(
     spec = with_overrides(_spec(study_arg), dataset=dataset, seed=seed, sampler_seed=sampler_seed)
     if spec.source is None:  # a study built in code: its data's path is the current folder's
         spec = replace(spec, dataset=resolve_dataset(spec.dataset, Path.cwd()))
-        if not spec.builtin_data and not spec.dataset.startswith(ARRAYS_PREFIX):
-            if not Path(spec.dataset).exists():
-                raise UserError(
-                    f"study {spec.name!r}: dataset: there is no folder or file {spec.dataset}; "
-                    "give a built-in name or the path of a folder of images or an .npz file"
-                )
+        own = not spec.builtin_data and not spec.dataset.startswith(ARRAYS_PREFIX)
+        if own and not Path(spec.dataset).exists():
+            raise UserError(
+                f"study {spec.name!r}: dataset: there is no folder or file {spec.dataset}; "
+                "give a built-in name or the path of a folder of images or an .npz file"
+            )
     url = storage or default_url()
     return RunOptions(
         study_name=spec.name if study_name is None else study_name,

@@ -367,8 +367,8 @@ def test_holms_adjusted_p_values_match_the_hand_computed_ones() -> None:
 def test_a_lead_significant_only_before_correction_is_called_so() -> None:
     """Two trials against one baseline: a raw p of 0.041 is below 0.05, but tested twice it
     is not: the table says so, and shows both p-values."""
-    from sweep.verification import _results
     from sweep.records import TrialRecord
+    from sweep.verification import _results
 
     runs = {0: [0.50, 0.52, 0.48, 0.50], 1: [0.53, 0.55, 0.51, 0.53], 2: [0.52, 0.55, 0.51, 0.53]}
     targets = [TrialRecord(n, "COMPLETE", value=v[0]) for n, v in runs.items()]

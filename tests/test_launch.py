@@ -165,7 +165,10 @@ def test_postgresql_storage(tmp_path: Path) -> None:
             ("cannot connect to PostgreSQL at 127.0.0.1:1",),
         ),
         (("--study", "quickstart", "--n-trials", "0"), ("--n-trials", "must be 1 or more")),
-        (("--study", "quickstart", "--dataset", "mnist"), ("--dataset mnist: no such folder or file", "cifar100")),
+        (
+            ("--study", "quickstart", "--dataset", "mnist"),
+            ("--dataset mnist: no such folder or file", "cifar100"),
+        ),
         (("--study", "quickstart", "--workers", "0"), ("--workers", "must be 1 or more")),
         (("--study", "quickstart", "--gpus", "99"), ("--gpus 99:",)),
         (("--study", "quickstart", "--trials-per-gpu", "2"), ("--trials-per-gpu needs --gpus",)),

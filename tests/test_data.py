@@ -187,3 +187,61 @@ def test_a_workers_arrays_become_tensors_once_and_each_trial_still_gets_its_own_
     for _ in range(data._SLICES_KEPT + 1):  # bounded: the oldest arrays are let go
         data.eval_dataset(x.copy(), y.copy())
     assert len(data._SLICES) == data._SLICES_KEPT
+
+
+def _cifar100_archive(root: Path, *, n_train: int = 120, n_test: int = 40) -> Path:
+    """A tiny ``cifar-100-python.tar.gz`` in the official layout: ``train``, ``test`` and
+    ``meta`` pickles with bytes keys, fine and coarse labels, channel-major rows."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(3)
+    folder = root / "staging" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        fine = [i % 100 for i in range(n)]
+        batch = {
+            b"filenames": [b"img_%d.png" % i for i in range(n)],
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+            b"data": np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(n, 3072)),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {
+        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+    }
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    archive = root / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-100-python")
+    return archive
+
+
+def test_cifar100_loads_from_its_official_archive_with_its_fine_labels(tmp_path: Path) -> None:
+    archive = _cifar100_archive(tmp_path)
+    splits = data.load("cifar100", data_dir=archive.parent, validation_split=0.25)
+    assert splits.num_classes == 100
+    assert splits.class_names[:3] == ("fine0", "fine1", "fine2")
+    assert splits.input_shape == (32, 32, 3)
+    assert len(splits.x_train) + len(splits.x_val) == 120 and len(splits.x_test) == 40
+    # The fine labels, not the coarse ones: test image i is labelled i % 100.
+    assert splits.y_test.tolist() == [i % 100 for i in range(40)]
+    assert int(max(splits.y_train.max(), splits.y_val.max())) == 99
+
+
+def test_a_cifar100_archive_without_its_meta_is_refused_in_one_line(tmp_path: Path) -> None:
+    import tarfile
+
+    archive = _cifar100_archive(tmp_path)
+    broken = tmp_path / "broken" / "cifar-100-python.tar.gz"
+    broken.parent.mkdir()
+    with tarfile.open(archive) as src, tarfile.open(broken, "w:gz") as dst:
+        for member in src.getmembers():
+            if not member.name.endswith("/meta"):
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    with pytest.raises(UserError) as err:
+        data.load("cifar100", data_dir=broken.parent)
+    assert "cifar-100-python/meta" in str(err.value) and "\n" not in str(err.value)

@@ -140,6 +140,17 @@ def _plot_section(name: str) -> str:
     return f"### {title}\n\n![{title}]({name}.png) ([interactive]({name}.html))"
 
 
+def _data_section(the_study: optuna.Study) -> list[str]:
+    """The data's image shape and class names (each trial's note in the dashboard has its
+    confusion matrix by those names)."""
+    info = study.data_info(the_study)
+    names = tuple(info.get("class_names") or ())
+    if not names:
+        return []
+    shape = "×".join(str(n) for n in info.get("input_shape") or ())
+    return ["## Data", f"Images of {shape}, {len(names)} classes: " + ", ".join(names) + "."]
+
+
 def write_report(the_study: optuna.Study, out: Path, *, grid: bool) -> list[Path]:
     """Write ``report.md``, ``trials.csv`` and the plots into ``out``; return the files."""
     trials = records.read_all(the_study)
@@ -161,6 +172,7 @@ def write_report(the_study: optuna.Study, out: Path, *, grid: bool) -> list[Path
     ]
     if skipped:
         parts.append("Not drawn: " + "; ".join(skipped) + ".")
+    parts += _data_section(the_study)
     parts.append(study.verification(the_study))
     (out / "report.md").write_text("\n\n".join(p for p in parts if p) + "\n", encoding="utf-8")
     files = ["report.md", "trials.csv", *(f"{n}.{ext}" for n in written for ext in ("png", "html"))]

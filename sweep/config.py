@@ -12,6 +12,7 @@ import json
 import math
 import tomllib
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,7 @@ FAMILY_PARAMS: Mapping[str, tuple[str, ...]] = {"dropout": ("dropout_conv", "dro
 """Hyperparameters that only some families use; every other family ignores them."""
 
 
+_STORED: ContextVar[bool] = ContextVar("stored", default=False)  # reading a stored study file
 _READS: list[set[str]] = []  # while a family is probed: the own hyperparameters it reads
 
 
@@ -159,8 +161,8 @@ def check_family_name(family: str) -> str | None:
         return "a family of one's own is written module:function, e.g. mymodels:build"
     from importlib.metadata import entry_points
 
-    if entry_points(group=ENTRY_POINT_GROUP, name=family):
-        return None
+    if _STORED.get() or entry_points(group=ENTRY_POINT_GROUP, name=family):
+        return None  # a stored study is read back where its entry point may not be installed
     return (
         "use one of " + ", ".join(FAMILIES) + ", a function of your own as module:function, "
         f"or an installed entry point of the group {ENTRY_POINT_GROUP}"
@@ -850,15 +852,26 @@ def resolve_dataset(dataset: str, base: Path) -> str:
     return str((base / Path(dataset).expanduser()).absolute())
 
 
-def loads_study(text: str, *, name: str, source: str | None = None) -> StudySpec:
+def loads_study(
+    text: str, *, name: str, source: str | None = None, stored: bool = False
+) -> StudySpec:
     """Parse and validate a study file's text (read from a file, kept in a storage, or
-    written in code); ``source`` names it in messages (default: ``study NAME``)."""
+    written in code); ``source`` names it in messages (default: ``study NAME``).
+
+    Args:
+        stored: The text was kept in a storage: an entry-point family it names is not looked
+            up (a host that only reads the study need not have it installed).
+    """
     source = source or f"study {name!r}"
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: not valid TOML: {exc}") from None
-    return replace(parse_study(doc, name=name, source=source), text=text)
+    token = _STORED.set(stored)
+    try:
+        return replace(parse_study(doc, name=name, source=source), text=text)
+    finally:
+        _STORED.reset(token)
 
 
 if __name__ == "__main__":

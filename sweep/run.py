@@ -200,7 +200,7 @@ def with_overrides(
 
 def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str, Any]) -> StudySpec:
     """The spec a study was created with: its stored file text and the data it runs on."""
-    spec = loads_study(text, name=name, source=f"study {study!r}")
+    spec = loads_study(text, name=name, source=f"study {study!r}", stored=True)
     return replace(
         spec,
         dataset=fingerprint.get("dataset", spec.dataset),

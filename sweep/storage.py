@@ -147,6 +147,33 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
+def _sqlite_header(path: Path, shown: str) -> bytes:
+    """The first bytes of ``path``, read through SQLite itself where it is a database.
+
+    Never with ``open()`` on a database this process may hold open: closing any descriptor of
+    a file drops every POSIX lock the process holds on it, SQLite's included, and a worker
+    elsewhere could then write under a connection that thinks it holds a lock (a notebook
+    that runs a second study after a first corrupted its database that way).
+    SQLite's own open shares its descriptors and defers their close.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    if not os.access(path, os.R_OK):
+        raise UserError(f"storage {shown}: cannot read {path} (permission denied)")
+    if not path.is_file():
+        return b"not a regular file"  # a FIFO or a device: opening it could hang
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return b"not a database"
+    return _SQLITE_HEADER
+
+
 def _check_sqlite_file(path: Path, shown: str) -> None:
     """A SQLite storage must be a database file (or none yet) in a folder this process can
     write: SQLite keeps its journal and lock files beside the database, readers included."""
@@ -158,11 +185,7 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
     if path.is_dir():
         raise UserError(f"storage {shown}: {path} is a folder, not a database file; name a file")
     if path.exists():
-        try:
-            with path.open("rb") as f:
-                head = f.read(len(_SQLITE_HEADER))
-        except OSError as exc:
-            raise UserError(f"storage {shown}: cannot read {path} ({exc.strerror})") from None
+        head = _sqlite_header(path, shown)
         if head and head != _SQLITE_HEADER:
             raise UserError(
                 f"storage {shown}: {path} is not a SQLite database; name the study's .db file, "

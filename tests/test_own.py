@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,16 @@ from sweep import sources
 from sweep.errors import UserError
 
 FAST_BASELINE = "epochs = 2"  # the baseline's own epochs default to 10
+
+
+@pytest.fixture(autouse=True)
+def _environ_restored() -> Iterator[None]:
+    """sweep.run in this process sets variables in os.environ (its placement's, the Keras
+    backend's); put them back so that later CLI subprocesses start as a user's would."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _sweep(*args: str, cwd: Path, env: dict[str, str] | None = None):

@@ -16,7 +16,8 @@ CORE = {
     "sweep.records", "sweep.trial", "sweep.models", "sweep.data", "sweep.storage",
     "sweep.study", "sweep.loop", "sweep.run", "sweep.space", "sweep.config", "sweep.tables",
     "sweep.artifacts", "sweep.plots", "sweep.devices", "sweep.errors", "sweep.stop",
-    "sweep.retry", "sweep._optuna", "sweep._callbacks", "sweep.catalog",
+    "sweep.retry", "sweep._optuna", "sweep._callbacks", "sweep.catalog", "sweep.api",
+    "sweep.runner", "sweep.sources", "sweep.reporting", "sweep.verification",
 }  # fmt: skip
 KERAS_MODULES = {"sweep._callbacks", "sweep._batches"}  # import Keras: only where it trains
 COMMAND_NAMES = ("launch", "worker", "dashboard", "report", "verify", "export", "studies")

@@ -28,7 +28,8 @@ def test_the_readme_has_the_two_set_up_commands() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     setup = [b.strip() for b in blocks if b.startswith("python3 -m venv .venv")]
     assert setup == [
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
+        # The main job's: no test tools (pytest, ruff, mypy, playwright, JAX, PyTorch).
+        "python3 -m venv .venv && .venv/bin/pip install -e . && "
         ".venv/bin/sweep launch --study quickstart",
         "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
     ]

@@ -222,8 +222,11 @@ def test_an_npz_dataset_through_the_python_api(tmp_path: Path) -> None:
     assert "filters" in table.splitlines()[0] and "units" in table.splitlines()[0]
     html = results._repr_html_()
     assert "<table" in html and "filters" in html
-    with pytest.raises(UserError, match="pip install pandas"):
-        results.to_pandas()
+    frame = results.to_pandas()  # one row per trial, the baseline marked, Δs in pp
+    assert frame["number"].tolist() == [0, 1, 2]
+    assert frame["is_baseline"].tolist() == [True, False, False]
+    assert {"param_filters", "param_units", "delta_val_pp"} <= set(frame.columns)
+    assert frame["val_accuracy"].tolist() == [t.value for t in results.trials]
     note = trial_note(url, "own", own[0].number)
     assert confusion_rows(note) == list(SORTED_WORDS)
 

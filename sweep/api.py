@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sweep import (
     artifacts,
     catalog,
+    data,
     loop,
     records,
     reporting,
@@ -442,7 +443,7 @@ def export(
         )
     store = artifacts.open_store(the_run.artifacts, create=False)
     record = records.read(the_study.trials[number])
-    info = study.data_info(the_study)
+    info = study.data_info(the_study) or _builtin_info(the_run.spec.dataset)
     about = {
         "study": the_study.study_name,
         "trial": number,
@@ -468,6 +469,15 @@ def export(
         sidecar.unlink(missing_ok=True)
         raise UserError(f"--out {path}: cannot write it ({exc.strerror})") from None
     return Exported(path, sidecar, number, kept[number].value)
+
+
+def _builtin_info(dataset: str) -> dict[str, Any]:
+    """What a study made before its data's shape and classes were stored can still say."""
+    if dataset not in data.DATA_INFO:
+        return {}
+    shape, n = data.DATA_INFO[dataset]
+    names = data.CIFAR10_CLASSES if dataset == "cifar10" else ()
+    return {"input_shape": list(shape), "class_names": list(names) or None, "classes": n}
 
 
 def studies() -> list[tuple[str, str, Path]]:

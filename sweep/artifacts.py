@@ -154,6 +154,7 @@ class Publisher:
         storage: The storage the study was opened with (kept models live in its attrs).
         keep: How many of the study's best models to keep.
         classes: Class names for the confusion matrix (none: numbered).
+        input_shape: The images' shape, which a kept model takes (None: the model's own).
     """
 
     def __init__(
@@ -163,11 +164,13 @@ class Publisher:
         *,
         keep: int,
         classes: tuple[str, ...] = (),
+        input_shape: tuple[int, int, int] | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.keep = keep
         self.classes = classes
+        self.input_shape = input_shape
 
     def __call__(self, trial: optuna.Trial, done: Completed) -> None:
         import optuna
@@ -210,7 +213,7 @@ class Publisher:
                 return
             with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp:
                 path = Path(tmp) / f"trial-{trial.number}.keras"
-                models.serving_model(model).save(path)
+                models.serving_model(model, input_shape=self.input_shape).save(path)
                 artifact_id = optuna.artifacts.upload_artifact(
                     artifact_store=self.store, file_path=str(path), study_or_trial=the_study,
                     mimetype="application/octet-stream",

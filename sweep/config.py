@@ -623,8 +623,12 @@ def _settings(
 def _own_setting(where: _Where, name: str, raw: Any) -> Setting:
     """The setting of a family's own hyperparameter, its type read from its values."""
     key = f"space.{name}"
-    if not name.isidentifier():
-        raise where.fail(key, "an own hyperparameter's name must be a Python identifier")
+    if not name.isidentifier() or name.startswith("_") or hasattr(Params, name):
+        raise where.fail(
+            key,
+            "an own hyperparameter's name must be a Python identifier that does not start "
+            "with _ and is not one of Params' own (extra, get, to_dict, from_dict); rename it",
+        )
     values = [raw.get(b) for b in ("low", "high")] if isinstance(raw, dict) else raw
     values = [v for v in (values if isinstance(values, list) else [values]) if v is not None]
     kinds = {type(v) for v in values}

@@ -236,12 +236,25 @@ def build(
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-    elif compile and "accuracy" not in str(model.get_compile_config().get("metrics")):
+    elif compile and "accuracy" not in _metric_names(model.get_compile_config().get("metrics")):
         raise TypeError(
             f"family {params.family!r} comes compiled without metrics=['accuracy'], which "
             "trials are scored on; add it, or return the model uncompiled"
         )
     return model
+
+
+def _metric_names(metrics: Any) -> list[str]:
+    """The names of a compile config's metrics (strings, or serialized metric objects)."""
+    if isinstance(metrics, dict):
+        metrics = [m for ms in metrics.values() for m in (ms if isinstance(ms, list) else [ms])]
+    names = []
+    for m in metrics if isinstance(metrics, list | tuple) else [metrics]:
+        if isinstance(m, str):
+            names.append(m)
+        elif isinstance(m, dict):
+            names.append(str(m.get("config", {}).get("name", m.get("class_name", ""))))
+    return names
 
 
 def _output_width(model: keras.Model, input_shape: tuple[int, ...]) -> int | None:
@@ -322,7 +335,9 @@ def _typed(d: Any, value: float) -> Any:
     return int(value) if d.is_int else value
 
 
-def serving_model(model: keras.Model) -> keras.Model:
+def serving_model(
+    model: keras.Model, *, input_shape: tuple[int, int, int] | None = None
+) -> keras.Model:
     """``model`` behind a Rescaling(1/255) layer: it takes images as they are (pixel values
     0-255, of the shape the model takes), as the exported ``.keras`` file should.
 
@@ -334,7 +349,8 @@ def serving_model(model: keras.Model) -> keras.Model:
     """
     import keras
 
-    inputs = keras.Input(tuple(model.inputs[0].shape[1:]))
+    # A subclassed model has no `inputs`: the data's shape, where the caller knows it.
+    inputs = keras.Input(input_shape or tuple(model.inputs[0].shape[1:]))
     outputs = model(keras.layers.Rescaling(1 / 255)(inputs))
     serving = keras.Model(inputs, outputs, name=f"{model.name}_serving")
     serving.compile(

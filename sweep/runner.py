@@ -96,23 +96,24 @@ def serve(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    models.importable(run.code_dir)
     if arrays is None:
         run, arrays = run.read_data()  # bad data files are refused before TensorFlow's import
     splits = run.load_data(arrays)
+    for name in run.spec.own_families:  # one that this host cannot import: refused, not failed
+        models.family(name, search_path=run.code_dir)
     store = open_store(run.artifacts)
-    if create:
-        run.keep_data(arrays)
     devices.configure(run.keras_backend)
     storage = open_storage(run.url, check=False)
     the_study = study.open_study(run, storage=storage, worker=worker, create=create)
     if create:
+        run.keep_data(arrays)  # where every other worker reads an own dataset
         study.set_data_info(the_study, splits)
     publish = Publisher(
         store,
         storage,
         keep=run.spec.keep_models,
         classes=splits.class_names,
+        input_shape=splits.input_shape,
     )
     objective = Objective(
         run.spec,
@@ -249,9 +250,9 @@ def launch(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = run.load_data(arrays)  # bad files refused before anything is written
     open_store(run.artifacts)
-    run.keep_data(arrays)  # where every worker reads an own dataset
     storage = open_storage(run.url, check=False)
     the_study = study.open_study(run, storage=storage)
+    run.keep_data(arrays)  # where every worker reads an own dataset, before any starts
     study.set_data_info(the_study, splits)
     interrupted, failed = _supervise(
         the_study, storage, run, placements, quiet=not progress, stop=stop

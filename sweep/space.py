@@ -36,8 +36,10 @@ __all__ = [
 
 
 def _relevant(name: str, family: str) -> bool:
-    if name not in SPACE_KEYS:  # an own hyperparameter: the families of one's own read it
-        return not is_builtin_family(family)
+    if not is_builtin_family(family):  # a family of one's own may read any of them
+        return True
+    if name not in SPACE_KEYS:  # an own hyperparameter: no built-in family reads it
+        return False
     return all(name not in keys or fam == family for fam, keys in FAMILY_PARAMS.items())
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
-from sweep.config import Params, PrunerSpec, StudySpec
+from sweep.config import Params, PrunerSpec, StudySpec, is_builtin_family
 from sweep.errors import UserError
 from sweep.records import TrialRecord
 from sweep.run import RunOptions, spec_from_stored
@@ -427,6 +427,8 @@ def reusable_baseline(
     """
     import optuna
 
+    if not is_builtin_family(params.family):
+        return None  # a family of one's own: its code may differ from another study's
     mine = {k: v for k, v in run.fingerprint().items() if k != "sampler_seed"}
     for other in storage.get_all_studies():
         stored = Stored.from_attrs(other.user_attrs, other.system_attrs)

@@ -281,7 +281,8 @@ def verify(
     check(repeats=repeats, alpha=alpha)
     frozen = the_study.get_trials(deepcopy=False)
     targets = _targets([records.read(t) for t in frozen], the_study.study_name, top)
-    models.importable(the_run.code_dir)
+    for family in the_run.spec.own_families:  # one this host cannot import: refused here
+        models.family(family, search_path=the_run.code_dir)
     splits = the_run.load_data()
     devices.configure(the_run.keras_backend)
     companion = _companion(the_study, storage)

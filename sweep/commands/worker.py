@@ -13,7 +13,7 @@ import argparse
 import logging
 import os
 
-from sweep import loop, study
+from sweep import loop, runner, study
 from sweep.commands import _options
 from sweep.config import find_study_file, names_a_file
 from sweep.errors import UserError
@@ -82,7 +82,12 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     url = _options.storage_url(args)
     the_run, create = _run_options(args, url)
     index = int(os.environ.get("SWEEP_WORKER_INDEX", "-1"))
-    the_study, ran, interrupted = serve(the_run, stop=stop, worker=index, create=create)
+    arrays = None
+    if create:  # this worker makes the study: its data and families checked first, as launch's
+        the_run, arrays = runner.prepare(the_run)
+    the_study, ran, interrupted = serve(
+        the_run, stop=stop, worker=index, create=create, arrays=arrays
+    )
     name = the_study.study_name
     if interrupted:
         log.warning(

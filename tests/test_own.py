@@ -32,7 +32,6 @@ from PIL import Image
 
 import sweep
 from sweep import sources
-from sweep.errors import UserError
 
 FAST_BASELINE = "epochs = 2"  # the baseline's own epochs default to 10
 
@@ -364,6 +363,13 @@ def small_cnn(params, input_shape, num_classes):
     return {"not": "a model"}
 """
 _NARROW = SMALL_CNN.replace("Dense(num_classes", "Dense(5")
+_NO_ACCURACY = SMALL_CNN.replace(
+    "    return keras.Model(inputs, outputs)\n",
+    "    model = keras.Model(inputs, outputs)\n"
+    '    model.compile("adam", "sparse_categorical_crossentropy",\n'
+    '                  metrics=["sparse_categorical_accuracy"])\n'
+    "    return model\n",
+)
 
 # (id, set up the project, study overrides, what the one line names)
 BAD = [
@@ -400,6 +406,13 @@ BAD = [
     ("builder-raises", _builder(_RAISES), {}, ("mymodels:small_cnn", "my builder is broken")),
     ("builder-returns-dict", _builder(_DICT), {}, ("dict", "keras.Model")),
     ("wrong-width", _builder(_NARROW), {}, ("5 values", "10 classes")),
+    ("compiled-without-accuracy", _builder(_NO_ACCURACY), {}, ("metrics=['accuracy']",)),
+    (
+        "own-key-named-as-a-method",
+        _GOOD,
+        {"space": "filters = [8, 16]\nunits = 32\nget = [1, 2]"},
+        ("space.get", "rename it"),
+    ),
     (
         "key-no-family-reads",
         _GOOD,
@@ -507,3 +520,35 @@ def test_a_family_registered_as_an_entry_point(tmp_path: Path, monkeypatch) -> N
 
     without = _sweep("launch", "--study", "own.toml", "--storage", url, "--dry-run", cwd=project)
     refused(without, "tiny")
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_import_the_family_is_refused_not_failed(tmp_path: Path) -> None:
+    """The study's family lives beside its study file; a worker on a host without that file
+    stops in one line before it takes a trial, instead of failing the budget away."""
+    study_file, url = _project(tmp_path, n_trials=2)
+    done = _sweep("launch", "--study", str(study_file), "--storage", url, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "mymodels.py").rename(tmp_path / "moved.py")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worker = ("worker", "--study", "own", "--storage", url, "--n-trials", "4")
+    refused(_sweep(*worker, cwd=elsewhere), "mymodels:small_cnn", "cannot import mymodels")
+    assert [t.state for t in sweep.results("own", storage=url).trials] == ["COMPLETE"] * 2
+
+
+@pytest.mark.slow
+def test_an_own_familys_baseline_is_never_taken_from_another_study(tmp_path: Path) -> None:
+    """Two studies whose baseline is a family of one's own of the same name: the second
+    trains its own, since the code behind the name may differ."""
+    study_file, url = _project(
+        tmp_path,
+        n_trials=1,
+        baseline='family = "mymodels:small_cnn"\nepochs = 2\nfilters = 8\nunits = 32',
+    )
+    for name in ("first", "second"):
+        args = ("launch", "--study", str(study_file), "--study-name", name, "--storage", url)
+        done = _sweep(*args, "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    (second,) = sweep.results("second", storage=url).trials
+    assert second.is_baseline and second.reused_from is None and second.train_seconds > 0

@@ -99,7 +99,21 @@ def peek(url: str, name: str) -> Stored | None:
     return Stored.from_attrs(user, system)
 
 
+def _same_data(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether two fingerprints name the same data: equal, or an own dataset of the same
+    content hash found at another path (another checkout, another mount)."""
+    if before == now:
+        return True
+    if not before.get("data_sha256") or before.get("data_sha256") != now.get("data_sha256"):
+        return False
+    return {k: v for k, v in before.items() if k != "dataset"} == {
+        k: v for k, v in now.items() if k != "dataset"
+    }
+
+
 def _refuse_other_data(before: Any, fingerprint: dict[str, Any], name: str, url: str) -> None:
+    if isinstance(before, dict) and _same_data(before, fingerprint):
+        return
     if before is not None and before != fingerprint:
         raise UserError(
             f"study {name!r} in {redact(url)} was run with {before}, not {fingerprint}; "

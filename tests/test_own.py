@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -552,3 +553,30 @@ def test_an_own_familys_baseline_is_never_taken_from_another_study(tmp_path: Pat
         assert done.returncode == 0, done.stderr
     (second,) = sweep.results("second", storage=url).trials
     assert second.is_baseline and second.reused_from is None and second.train_seconds > 0
+
+
+@pytest.mark.slow
+def test_the_same_images_at_another_path_resume_the_study(tmp_path: Path) -> None:
+    """Another checkout, another mount: the study's data is its content, not its path. A
+    launch from a copy of the project resumes the study, and a worker given the copy's folder
+    with --dataset decodes it (no cached copy to read) and runs."""
+    first = tmp_path / "first"
+    study_file, url = _project(first, n_trials=2)
+    done = _sweep("launch", "--study", str(study_file), "--storage", url, "--quiet", cwd=first)
+    assert done.returncode == 0, done.stderr
+    second = tmp_path / "second"
+    second.mkdir()
+    for name in ("digits", "mymodels.py", "own.toml"):
+        (shutil.copytree if name == "digits" else shutil.copy)(first / name, second / name)
+    cache = first / "store" / "x-artifacts" / "datasets"
+    shutil.rmtree(cache)
+    again = ("launch", "--study", str(second / "own.toml"), "--storage", url, "--n-trials", "3")
+    done = _sweep(*again, "--quiet", cwd=second)
+    assert done.returncode == 0, done.stderr
+    shutil.rmtree(cache)
+    worker = ("worker", "--study", "own", "--storage", url, "--n-trials", "4")
+    done = _sweep(*worker, "--dataset", str(second / "digits"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = sweep.results("own", storage=url).trials
+    assert [t.state for t in trials] == ["COMPLETE"] * 4
+    assert sum(t.is_baseline for t in trials) == 1

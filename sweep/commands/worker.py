@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
+from pathlib import Path
 
 from sweep import loop, runner, study
 from sweep.commands import _options
-from sweep.config import find_study_file, names_a_file
+from sweep.config import DATASETS, find_study_file, names_a_file, resolve_dataset
 from sweep.errors import UserError
 from sweep.run import RunOptions
 from sweep.runner import serve
@@ -63,8 +65,17 @@ def _run_options(args: argparse.Namespace, url: str) -> tuple[RunOptions, bool]:
         backend=args.backend,
     )
     spec = the_run.spec
+    if args.dataset is not None and not spec.builtin_data and args.dataset not in DATASETS:
+        # The study's own data at this host's path: its content hash decides (run.read_data).
+        the_run = replace(
+            the_run, spec=replace(spec, dataset=resolve_dataset(args.dataset, Path.cwd()))
+        )
+        spec = the_run.spec
     asked = {
-        "dataset": (args.dataset, spec.dataset),
+        "dataset": (
+            None if args.dataset is None or not spec.builtin_data else args.dataset,
+            spec.dataset,
+        ),
         "seed": (args.seed, spec.seed),
         "sampler-seed": (args.sampler_seed, spec.sampling_seed),
         "subset": (args.subset, the_run.subset),

@@ -213,7 +213,7 @@ class Publisher:
                 return
             with tempfile.TemporaryDirectory(prefix="sweep-model-") as tmp:
                 path = Path(tmp) / f"trial-{trial.number}.keras"
-                models.serving_model(model, input_shape=self.input_shape).save(path)
+                models.save_serving(model, path, input_shape=self.input_shape)
                 artifact_id = optuna.artifacts.upload_artifact(
                     artifact_store=self.store, file_path=str(path), study_or_trial=the_study,
                     mimetype="application/octet-stream",

@@ -58,6 +58,7 @@ SYNTHETIC_TRAIN = 5000
 SYNTHETIC_TEST = 1000
 # Chosen so the baseline reaches about 60% test accuracy in 5 epochs, as on CIFAR-10.
 SYNTHETIC_NOISE = 3.5
+SYNTHETIC_CLASSES = tuple(f"class {i}" for i in range(NUM_CLASSES))
 SYNTHETIC_BLEND = (0.5, 1.0)
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -88,7 +89,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+    class_names: tuple[str, ...] = SYNTHETIC_CLASSES
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -459,7 +460,7 @@ def load(
     """
     import numpy as np
 
-    names: tuple[str, ...] = tuple(str(i) for i in range(NUM_CLASSES))
+    names: tuple[str, ...] = SYNTHETIC_CLASSES
     if arrays is not None:
         x_train, y_train, x_test, y_test = (
             arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import keras
 
 __all__ = ["INPUT_SHAPE", "NUM_CLASSES", "Builder", "build", "check_families", "family",
-           "serving_model"]  # fmt: skip
+           "save_serving"]  # fmt: skip
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -335,17 +335,18 @@ def _typed(d: Any, value: float) -> Any:
     return int(value) if d.is_int else value
 
 
-def serving_model(
-    model: keras.Model, *, input_shape: tuple[int, int, int] | None = None
-) -> keras.Model:
-    """``model`` behind a Rescaling(1/255) layer: it takes images as they are (pixel values
-    0-255, of the shape the model takes), as the exported ``.keras`` file should.
+def save_serving(
+    model: keras.Model, path: Path, *, input_shape: tuple[int, int, int] | None = None
+) -> None:
+    """Save ``model`` to ``path`` behind a Rescaling(1/255) layer: the file takes images as
+    they are (pixel values 0-255, of ``input_shape``, else the shape the model takes).
 
     Training feeds the model images already scaled by the input pipeline. The trained model
-    is wrapped as it is, not cloned, and hands its optimizer (with its state), its loss and
+    is wrapped as it is, not cloned, and lends its optimizer (with its state), its loss and
     accuracy to the wrapper: the file then loads without a warning and can be fine-tuned as
-    it was trained. ``model`` itself is left uncompiled (a compiled model inside a compiled
-    one saves its optimizer twice, and Keras skips loading either).
+    it was trained. While the file is written ``model`` is left uncompiled (a compiled model
+    inside a compiled one saves its optimizer twice, and Keras then loads neither); it is
+    compiled again afterwards, as it was.
     """
     import keras
 
@@ -353,11 +354,14 @@ def serving_model(
     inputs = keras.Input(input_shape or tuple(model.inputs[0].shape[1:]))
     outputs = model(keras.layers.Rescaling(1 / 255)(inputs))
     serving = keras.Model(inputs, outputs, name=f"{model.name}_serving")
+    optimizer = model.optimizer
     serving.compile(
-        optimizer=model.optimizer,
+        optimizer=optimizer,
         loss=getattr(model, "loss", None) or "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    model.optimizer = None
-    model.compiled = False
-    return serving
+    model.optimizer, model.compiled = None, False
+    try:
+        serving.save(path)
+    finally:
+        model.optimizer, model.compiled = optimizer, True

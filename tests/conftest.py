@@ -26,7 +26,10 @@ def _seed_everything() -> None:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
     """Run ``python -m <args>`` as a user would, from ``cwd``; returns the CompletedProcess."""
-    full_env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    # As a user's shell has them: not the variables that an in-process run in this pytest
+    # process set (TensorFlow's log level would make the CLI show TensorFlow's start-up).
+    drop = ("SWEEP_STORAGE", "TF_CPP_MIN_LOG_LEVEL", "SWEEP_VERBOSE")
+    full_env = {k: v for k, v in os.environ.items() if k not in drop}
     full_env |= {"PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", *args],

@@ -50,7 +50,8 @@ class BestWeights(keras.callbacks.Callback):
 
 class ReportEpochs(keras.callbacks.Callback):
     """Reports the monitored metric to Optuna after each epoch and prunes the trial when its
-    pruner says so (never when ``prune`` is false: the baseline).
+    pruner says so (never when ``prune`` is false: the baseline), and never after the last of
+    ``epochs``: a trial that has paid for every epoch completes and shows what it scored.
 
     The step is the number of epochs trained so far, counting from 1, so that a pruner's
     resources are epochs: Hyperband with min resource 1 and factor 3 decides after epochs 1,
@@ -59,10 +60,13 @@ class ReportEpochs(keras.callbacks.Callback):
     which puts every rung one epoch late.)
     """
 
-    def __init__(self, trial: optuna.Trial, *, prune: bool, monitor: str = "val_accuracy"):
+    def __init__(
+        self, trial: optuna.Trial, *, prune: bool, epochs: int, monitor: str = "val_accuracy"
+    ):
         super().__init__()
         self._trial = trial
         self._prune = prune
+        self._epochs = epochs
         self._monitor = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -72,7 +76,7 @@ class ReportEpochs(keras.callbacks.Callback):
         if value is None:
             return
         self._trial.report(float(value), step=epoch + 1)
-        if self._prune and self._trial.should_prune():
+        if self._prune and epoch + 1 < self._epochs and self._trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
 

@@ -90,7 +90,7 @@ class Objective:
                 log.info("trial %d: the baseline of study %r, reused", trial.number, found[0])
                 return value
         # The baseline is never pruned: every other trial is measured against it.
-        pruning = ReportEpochs(trial, prune=not records.is_baseline(trial))
+        pruning = ReportEpochs(trial, prune=not records.is_baseline(trial), epochs=params.epochs)
         callbacks: list[keras.callbacks.Callback] = [pruning]
         if self.stop is not None:
             callbacks.append(StopWhenAsked(self.stop.is_set))

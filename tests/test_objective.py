@@ -212,3 +212,27 @@ def test_a_study_scores_the_last_or_the_best_epoch_and_keeps_that_model(
         data.eval_dataset(splits.x_val, splits.y_val), verbose=0, return_dict=True
     )["accuracy"]
     assert model_val == pytest.approx(trial.value, abs=1e-6)
+
+
+def test_a_trial_that_trained_all_its_epochs_completes_even_if_the_pruner_says_stop() -> None:
+    """It paid for every epoch: it shows its scores, not 'pruned after epoch 2' of 2. The same
+    pruner still stops a trial that has epochs left."""
+    import optuna
+
+    from sweep.config import loads_study
+    from sweep.trial import Objective
+
+    splits = data.load("synthetic", subset=100)
+    # Below any accuracy: prunes at every step it is asked from the second epoch on.
+    pruner = optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=2)
+    for epochs, state in (
+        (2, optuna.trial.TrialState.COMPLETE),
+        (3, optuna.trial.TrialState.PRUNED),
+    ):
+        spec = loads_study(f"[space]\nepochs = {epochs}\n", name="last", source="test")
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        study.optimize(Objective(spec, splits), n_trials=1, catch=())
+        (trial,) = study.trials
+        assert trial.state == state, (epochs, trial.user_attrs.get("failure"))
+        assert sorted(trial.intermediate_values) == [1, 2]
+    assert study.trials[0].user_attrs["epochs_run"] == 2

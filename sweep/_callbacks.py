@@ -76,7 +76,8 @@ class ReportEpochs(keras.callbacks.Callback):
         if value is None:
             return
         self._trial.report(float(value), step=epoch + 1)
-        if self._prune and epoch + 1 < self._epochs and self._trial.should_prune():
+        # Asked at the last epoch too: a pruner's bookkeeping (Hyperband's rungs) needs it.
+        if self._prune and self._trial.should_prune() and epoch + 1 < self._epochs:
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
 

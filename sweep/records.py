@@ -98,6 +98,9 @@ class TrialRecord:
     seed: int | None = None  # the training seed
     worker: str | None = None  # host:pid of the process that ran it
     backend: str | None = None  # the Keras backend it trained on
+    # What its numbers depend on beyond the seed: software versions, processor, threads
+    # (sweep.training.platform); the same seed repeats them only where this is the same.
+    platform: str | None = None
     val_accuracy: float | None = None
     best_val_accuracy: float | None = None
     best_epoch: int | None = None
@@ -197,14 +200,18 @@ def _write(trial: optuna.Trial, values: dict[str, Any]) -> None:
     _optuna.set_user_attrs(trial, {k: v for k, v in values.items() if v is not None})
 
 
-def write_start(trial: optuna.Trial, params: Params, *, seed: int, backend: str) -> None:
-    """What the trial is, before it trains: its params, training seed and Keras backend."""
+def write_start(
+    trial: optuna.Trial, params: Params, *, seed: int, backend: str, platform: str
+) -> None:
+    """What the trial is, before it trains: its params, training seed, Keras backend and the
+    platform it trains on."""
     record = TrialRecord(
         trial.number,
         "RUNNING",
         params=params,
         seed=seed,
         backend=backend,
+        platform=platform,
         is_baseline=is_baseline(trial),
     )
     _write(trial, {k: v for k, v in record.to_attrs().items() if k != "point"})

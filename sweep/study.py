@@ -430,14 +430,21 @@ def set_verification(study: optuna.Study, markdown: str) -> None:
 
 
 def reusable_baseline(
-    storage: optuna.storages.BaseStorage, run: RunOptions, params: Params, seed: int
+    storage: optuna.storages.BaseStorage,
+    run: RunOptions,
+    params: Params,
+    seed: int,
+    platform: str,
 ) -> tuple[str, TrialRecord] | None:
     """A completed baseline of another study in ``storage`` that this run's baseline would
     repeat to the last digit: trained on the same data (dataset, seed, subset, split), with
-    the same params and training seed, augmentation and score. None if there is none.
+    the same params and training seed, augmentation and score, on the same ``platform``
+    (:func:`sweep.training.platform`). None if there is none.
 
-    Training is deterministic for a given seed, so reusing it saves the epochs and changes
-    no number. Another study's verify repeats are never reused.
+    Training is deterministic for a given seed on one platform (software, processor, threads),
+    so reusing it saves the epochs and changes no number; on another platform the same seed
+    gives other numbers, and the baseline trains. Another study's verify repeats are never
+    reused.
     """
     import optuna
 
@@ -465,7 +472,8 @@ def reusable_baseline(
         )
         for t in done:
             record = records.read(t)
-            if record.is_baseline and record.params == params and record.seed == seed:
+            same = (record.params, record.seed, record.platform) == (params, seed, platform)
+            if record.is_baseline and same:
                 return other.study_name, record
     return None
 

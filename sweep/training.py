@@ -7,7 +7,9 @@ metrics a trial records. Nothing here knows about Optuna.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +24,67 @@ if TYPE_CHECKING:
 
     from sweep._callbacks import EpochLog
 
-__all__ = ["diverged", "scores", "train", "trial_seed"]
+__all__ = ["diverged", "platform", "scores", "train", "trial_seed"]
 
 
 def trial_seed(study_seed: int, number: int) -> int:
     """The training seed of trial ``number``: reproducible, and different for every trial."""
     return study_seed * 100_003 + number
+
+
+@functools.cache
+def platform() -> str:
+    """What a training run's numbers depend on beyond its seed, as one line: Keras and its
+    backend's versions, the processor (or GPU) and the threads this process trains with.
+
+    The same seed gives the same numbers only where this line is the same: another machine,
+    library version or number of threads per worker (``--workers`` shares the cores) sums
+    floating-point numbers in another order, and a few hundred images then differ by points.
+    """
+    import platform as host
+    from importlib import metadata
+
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        version = metadata.version(backend)
+    except metadata.PackageNotFoundError:
+        version = "?"
+    threads = os.environ.get("TF_NUM_INTRAOP_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    cores = threads or str(len(os.sched_getaffinity(0)))
+    return (
+        f"keras {keras.__version__}, {backend} {version}, {_processor() or host.machine()}, "
+        f"{_gpu(backend) or 'CPU'}, {cores} threads"
+    )
+
+
+def _processor() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _gpu(backend: str) -> str | None:
+    """The name of the GPU this process trains on, None on the CPU."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else str(device.device_kind)
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else None
 
 
 def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sweep.errors import TrialFailure
 from sweep.records import Completed, TrialRecord
 from sweep.space import suggest
 from sweep.stop import StopEvent
-from sweep.training import diverged, train, trial_seed
+from sweep.training import diverged, platform, train, trial_seed
 
 if TYPE_CHECKING:
     import keras
@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 OnComplete = Callable[["optuna.Trial", Completed], None]
-# Finds an identical finished baseline elsewhere: (its study's name, its record), or None.
-Reuse = Callable[[Params, int], "tuple[str, TrialRecord] | None"]
+# Finds an identical finished baseline elsewhere, trained with (params, seed) on this platform:
+# (its study's name, its record), or None.
+Reuse = Callable[[Params, int, str], "tuple[str, TrialRecord] | None"]
 
 
 class Objective:
@@ -46,7 +47,7 @@ class Objective:
     ``OSError`` there (a full or vanished artifact folder) is recorded on the trial, which
     still completes. Once ``stop`` is set, training stops before its next batch, even where
     the signal's own interrupt was swallowed on its way up. A baseline that ``reuse`` finds
-    already trained (same data, params and seed) is copied, not trained again.
+    already trained (same data, params, seed and platform) is copied, not trained again.
     """
 
     def __init__(
@@ -81,9 +82,12 @@ class Objective:
 
         params = self.params(trial)
         seed = trial_seed(self.spec.seed, trial.number)
-        records.write_start(trial, params, seed=seed, backend=keras.backend.backend())
+        here = platform()
+        records.write_start(
+            trial, params, seed=seed, backend=keras.backend.backend(), platform=here
+        )
         if records.is_baseline(trial) and self.reuse is not None:
-            found = self.reuse(params, seed)
+            found = self.reuse(params, seed, here)
             value = None if found is None else found[1].value
             if found is not None and value is not None:
                 records.write_reused(trial, *found)

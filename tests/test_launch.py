@@ -259,20 +259,32 @@ def test_a_baseline_already_trained_on_the_same_data_is_reused_not_retrained(
     tmp_path: Path,
 ) -> None:
     """Another study in the same storage, with another space but the same baseline and data:
-    its baseline is copied (to the last digit, since training is deterministic), and the
-    record says from where. Other data (another seed) trains its own."""
+    its baseline is copied (to the last digit, since training is deterministic on one
+    platform), and the record says from where. Other data (another seed) trains its own, and
+    so does the same data on another platform (one thread, not every core)."""
     (tmp_path / "a.toml").write_text(REUSE.format(space="[0.002, 0.003]"))
     (tmp_path / "b.toml").write_text(REUSE.format(space="{ low = 5e-4, high = 3e-3 }"))
     url = f"sqlite:///{tmp_path / 'r.db'}"
     common = ("--storage", url, "--subset", "200", "--quiet")
-    runs = (("a", "a.toml", ()), ("b", "b.toml", ()), ("c", "b.toml", ("--seed", "1")))
-    for name, file, extra in runs:
-        argv = ("sweep", "launch", "--study", file, "--study-name", name, *common, *extra)
-        done = run_cli(*argv, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-    first, again, other = (
-        optuna.load_study(study_name=n, storage=url).trials[0] for n in ("a", "b", "c")
+    one_thread = {"TF_NUM_INTRAOP_THREADS": "1"}
+    runs = (
+        ("a", "a.toml", (), {}),
+        ("b", "b.toml", (), {}),
+        ("c", "b.toml", ("--seed", "1"), {}),
+        ("d", "b.toml", (), one_thread),
     )
+    for name, file, extra, env in runs:
+        argv = ("sweep", "launch", "--study", file, "--study-name", name, *common, *extra)
+        done = run_cli(*argv, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+    first, again, other, elsewhere = (
+        optuna.load_study(study_name=n, storage=url).trials[0] for n in "abcd"
+    )
+    assert first.user_attrs["platform"].startswith("keras ")
+    assert elsewhere.user_attrs["platform"].endswith(", 1 threads")
+    assert elsewhere.user_attrs["platform"] != first.user_attrs["platform"]
+    assert "reused_from" not in elsewhere.user_attrs
+    assert elsewhere.user_attrs["train_seconds"] > 0
     assert again.user_attrs["reused_from"] == "study 'a', trial 0"
     assert again.value == first.value
     for key in ("test_accuracy", "test_loss", "history", "best_epoch"):

@@ -46,6 +46,7 @@ def test_every_field_round_trips_through_user_attrs(tmp_path: Path) -> None:
         seed=17,
         worker="host:1",
         backend="jax",
+        platform="keras 3.15, jax 0.11, x86_64, CPU, 2 threads",
         val_accuracy=0.61,
         best_val_accuracy=0.63,
         best_epoch=2,
@@ -83,7 +84,7 @@ def test_a_trial_written_as_it_runs_reads_back_with_its_deltas(tmp_path: Path) -
 
     baseline_trial = study.ask()
     assert records.planned_params(baseline_trial) == base_params
-    records.write_start(baseline_trial, base_params, seed=5, backend="tensorflow")
+    records.write_start(baseline_trial, base_params, seed=5, backend="tensorflow", platform="test")
     records.write_worker(baseline_trial, "host:1")
     records.write_scores(
         baseline_trial, replace(SCORES, val_accuracy=0.5, test_accuracy=0.45), None
@@ -92,14 +93,14 @@ def test_a_trial_written_as_it_runs_reads_back_with_its_deltas(tmp_path: Path) -
 
     trial = study.ask()
     assert records.planned_params(trial) is None and not records.is_baseline(trial)
-    records.write_start(trial, params, seed=6, backend="tensorflow")
+    records.write_start(trial, params, seed=6, backend="tensorflow", platform="test")
     base = records.baseline(records.read_all(study))
     assert base is not None and base.number == 0 and base.value == 0.5
     records.write_scores(trial, SCORES, base)
     study.tell(trial, SCORES.val_accuracy)
 
     pruned = study.ask()
-    records.write_start(pruned, params, seed=7, backend="tensorflow")
+    records.write_start(pruned, params, seed=7, backend="tensorflow", platform="test")
     records.write_partial(pruned, epochs_run=1, history={"loss": [2.0]})
     records.write_failure(pruned, "diverged: training loss became nan in epoch 1")
     study.tell(pruned, state=optuna.trial.TrialState.PRUNED)

@@ -116,7 +116,7 @@ def _sweep_worker(url: str, name: str, index: int) -> _Claims:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as sweep's workers do
     run = studies.stored_run(url, name, data_dir=None, artifacts=Path(tempfile.gettempdir()))
     storage = open_storage(url, check=False)
-    study = studies.open_study(run, storage=storage, worker=index, create=False)
+    study = studies.open_study(run, storage=storage, create=False)
     _released()
     claims = _Claims()
     loop.run_trials(

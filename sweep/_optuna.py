@@ -27,6 +27,7 @@ __all__ = [
     "claiming",
     "fill_url_template",
     "forget_artifact",
+    "reseed",
     "set_user_attrs",
     "study_id",
     "trial_id",
@@ -38,6 +39,7 @@ OPTIMIZE_LOGGER = "optuna.study._optimize"
 
 # (module, attribute path): what this module relies on.
 PRIVATE_NAMES = (
+    ("optuna.samplers._lazy_random_state", "LazyRandomState.rng"),
     ("optuna.study._optimize", "_logger"),
     ("optuna.study", "Study._study_id"),
     ("optuna.trial", "Trial._trial_id"),
@@ -89,6 +91,26 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         return
     backend.set_trial_user_attrs(trial_id(trial), attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
+def reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> int:
+    """Seed every random state of ``sampler``, and of the samplers it holds (TPE's and GP's
+    random sampler for their first trials), with ``seed``; returns how many it seeded.
+
+    Why private: Optuna's public ``reseed_rng()`` draws a fresh random seed and takes none, and
+    a sampler's seed is otherwise set only when it is made.
+    """
+    import optuna
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    held = [v for v in vars(sampler).values() if isinstance(v, optuna.samplers.BaseSampler)]
+    seeded = 0
+    for each in (sampler, *held):
+        for state in vars(each).values():
+            if isinstance(state, LazyRandomState):
+                state.rng.seed(seed)
+                seeded += 1
+    return seeded
 
 
 def fill_url_template(url: str) -> str:

@@ -73,7 +73,6 @@ def serve(
     run: RunOptions,
     *,
     stop: StopEvent,
-    worker: int | None = None,
     create: bool = True,
     progress: bool = False,
     arrays: Arrays | None = None,
@@ -85,7 +84,6 @@ def serve(
     settings.
 
     Args:
-        worker: This worker's index (see :func:`sweep.study.open_study`).
         create: Store the run in the study and enqueue its plan (the creator does this).
         progress: Show a progress bar.
         arrays: The run's own dataset, if the caller has read it (:func:`prepare`).
@@ -104,7 +102,7 @@ def serve(
     store = open_store(run.artifacts)
     devices.configure(run.keras_backend)
     storage = open_storage(run.url, check=False)
-    the_study = study.open_study(run, storage=storage, worker=worker, create=create)
+    the_study = study.open_study(run, storage=storage, create=create)
     if create:
         run.keep_data(arrays)  # where every other worker reads an own dataset
         study.set_data_info(the_study, splits)
@@ -268,7 +266,6 @@ def _worker_env(run: RunOptions, p: Placement) -> dict[str, str]:
         **os.environ,
         **p.env,
         "SWEEP_WORKER_LABEL": f"worker {p.index} ({p.describe()})",
-        "SWEEP_WORKER_INDEX": str(p.index),
         "SWEEP_STORAGE": run.url,
         "SWEEP_ARTIFACTS": str(run.artifacts),
         "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),

@@ -14,7 +14,6 @@ only one that reads or writes the study's own attrs (trial attrs: :mod:`sweep.re
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +225,15 @@ def stored_run(
 # --------------------------------------------------------------------------- opening
 
 
-def _sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+def _sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The study file's sampler, reseeded for each trial from the study's sampling seed
+    (:mod:`sweep.sampling`): every worker draws other params, reproducibly."""
+    from sweep.sampling import TrialSeeded
+
+    return TrialSeeded(_base_sampler(spec, spec.sampling_seed), spec.sampling_seed)
+
+
+def _base_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     name = spec.sampler.name
@@ -306,12 +313,6 @@ def _warn_if_trials_skip_rungs(spec: StudySpec, rungs: list[int]) -> None:
         )
 
 
-def _sampler_seed(seed: int, worker: int | None) -> int:
-    if worker is None:
-        return seed
-    return (seed + 7919 * (os.getpid() if worker < 0 else worker + 1)) % 2**32
-
-
 def _enqueue_plan(study: optuna.Study, spec: StudySpec, budget: int) -> int:
     """Enqueue the baseline and grid points that the study does not hold yet, as many as the
     budget can run: an enqueued point nobody will claim would sit ahead of every retry."""
@@ -335,7 +336,6 @@ def open_study(
     run: RunOptions,
     *,
     storage: optuna.storages.RDBStorage,
-    worker: int | None = None,
     create: bool = True,
 ) -> optuna.Study:
     """Create or load the run's study, store the run in it and enqueue its planned trials.
@@ -343,9 +343,6 @@ def open_study(
     Args:
         run: The run; the storage must be the one its URL names.
         storage: The opened storage.
-        worker: This worker's index, which offsets the sampler's seed so that workers do not
-            all draw the same parameters; None for a lone worker (the study's own seed, so a
-            one-worker run is reproducible), or -1 for a worker started by hand (its pid).
         create: Store the run and enqueue the plan (the creator's job); False only loads.
 
     Raises:
@@ -367,7 +364,7 @@ def open_study(
             study_name=name,
             storage=storage,
             direction="maximize",
-            sampler=_sampler(spec, _sampler_seed(spec.sampling_seed, worker)),
+            sampler=_sampler(spec),
             pruner=_pruner(spec, run.top_epochs),
             load_if_exists=True,
         )

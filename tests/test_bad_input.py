@@ -261,7 +261,6 @@ def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path) -> None
     [
         ("SWEEP_HEARTBEAT_GRACE", "soon"),
         ("SWEEP_HEARTBEAT_INTERVAL", "0"),
-        ("SWEEP_WORKER_INDEX", "x"),
         ("SWEEP_GPU_MEMORY_MB", "lots"),
         ("SWEEP_LOG_LEVEL", "chatty"),
     ],

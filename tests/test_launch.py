@@ -221,7 +221,7 @@ def test_a_sampler_seed_changes_the_sampled_params_and_nothing_else(tmp_path: Pa
         run = _options.run_from_file(args, url)
         name = "s" + "".join(flags).replace("-", "")
         run = replace(run, study_name=name)
-        the_study = open_study(run, storage=open_storage(url), worker=None, create=True)
+        the_study = open_study(run, storage=open_storage(url), create=True)
         return run, [suggest(the_study.ask(), run.spec) for _ in range(4)]
 
     warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize(): on purpose

@@ -115,3 +115,27 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
 class TestOptunasOwnStorageTests(StorageTestCase):
     """Optuna ships the tests every storage must pass (``optuna.testing``): sweep's storage
     runs all of them, on SQLite and on PostgreSQL."""
+
+
+@pytest.mark.parametrize("make", ["tpe", "random", "gp"])
+def test_a_trial_seeded_sampler_draws_by_the_seed_and_trial_number(make: str) -> None:
+    """sweep.sampling reseeds each trial through _optuna.reseed: two samplers of one seed,
+    each in its own study, draw the same point for the same trial number, and the next
+    trial number draws another; a sampler with no random state found would fail here."""
+    from sweep.sampling import TrialSeeded
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=3),
+        "random": lambda: optuna.samplers.RandomSampler(seed=3),
+        "gp": lambda: optuna.samplers.GPSampler(seed=3),
+    }
+    assert _optuna.reseed(samplers[make](), 1) >= 1
+
+    def draws(numbers: int) -> list[float]:
+        study = optuna.create_study(sampler=TrialSeeded(samplers[make](), 5))
+        return [study.ask().suggest_float("x", 0, 1) for _ in range(numbers)]
+
+    first, again = draws(3), draws(3)
+    assert first == again and len(set(first)) == 3
+    other = optuna.create_study(sampler=TrialSeeded(samplers[make](), 6))
+    assert other.ask().suggest_float("x", 0, 1) != first[0]

@@ -123,7 +123,7 @@ def test_three_workers_spend_exactly_the_studys_budget(tmp_path: Path) -> None:
     assert set(_states(trials)) <= {"COMPLETE", "PRUNED"}
     assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
     assert len({t.user_attrs["worker"] for t in trials}) >= 2  # the work was shared
-    # Each worker's sampler has its own seed: no two workers draw the same point.
+    # Each trial reseeds the sampler with its own number: no two workers draw the same point.
     assert len({t.params["learning_rate"] for t in trials}) == 7
     assert "started 3 workers" in result.stderr
     assert "Δtest pp" in result.stdout  # the launcher prints the table when they are done
@@ -476,3 +476,36 @@ def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_
     assert ran == ["b"]  # A's trial never trained
     assert _states(trials) == ["COMPLETE", "FAIL"] and counts(trials) == (1, 0)
     assert "given back" in trials[1].user_attrs["failure"]
+
+
+def test_launches_that_share_a_seed_draw_other_params_and_each_trial_its_own_draw(
+    tmp_path: Path,
+) -> None:
+    """Two ``sweep launch`` processes of one study (both lone workers with the study's seed,
+    as compose workers on several hosts are) draw a different point for every trial; and
+    trial n draws what trial n draws in a one-worker run of the same seed (the random
+    sampler's draw depends on the seed and the trial number alone)."""
+    (tmp_path / "tiny.toml").write_text(TINY.replace("n_trials = 5", "n_trials = 6"))
+    shared, alone = (f"sqlite:///{tmp_path / n}" for n in ("shared.db", "alone.db"))
+    args = ("--study", "tiny.toml", "--subset", "60", "--quiet")
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    env |= {"PYTHONPATH": str(REPO)}
+    launches = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweep.launch", *args, "--storage", shared],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    _finish(launches)
+    result = run_cli("sweep.launch", *args, "--storage", alone, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    together, single = _trials(shared, "tiny"), _trials(alone, "tiny")
+    assert len(together) == len(single) == 6
+    assert len({t.user_attrs["worker"] for t in together}) == 2  # both launches ran trials
+    assert len({t.params["learning_rate"] for t in together}) == 6
+    assert [t.params for t in together] == [t.params for t in single]

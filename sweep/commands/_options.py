@@ -213,7 +213,6 @@ _NUMERIC_ENV = {
     "SWEEP_HEARTBEAT_INTERVAL": (1, "seconds between a trial's heartbeats"),
     "SWEEP_HEARTBEAT_GRACE": (1, "seconds without a heartbeat before a trial is stale"),
     "SWEEP_STORAGE_RETRY": (0, "seconds a lost storage connection is retried"),
-    "SWEEP_WORKER_INDEX": (-1, "this worker's index, set by sweep launch"),
     "SWEEP_GPU_MEMORY_MB": (1, "GPU memory limit per worker, in MB"),
 }
 

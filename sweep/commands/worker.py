@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,13 +91,10 @@ def _run_options(args: argparse.Namespace, url: str) -> tuple[RunOptions, bool]:
 def run(args: argparse.Namespace, stop: StopEvent) -> int:
     url = _options.storage_url(args)
     the_run, create = _run_options(args, url)
-    index = int(os.environ.get("SWEEP_WORKER_INDEX", "-1"))
     arrays = None
     if create:  # this worker makes the study: its data and families checked first, as launch's
         the_run, arrays = runner.prepare(the_run)
-    the_study, ran, interrupted = serve(
-        the_run, stop=stop, worker=index, create=create, arrays=arrays
-    )
+    the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays)
     name = the_study.study_name
     if interrupted:
         log.warning(

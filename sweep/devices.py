@@ -209,6 +209,10 @@ def available_memory_gib() -> float:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
+MOST_WORKERS = 1024
+"""What one launch starts on one machine, --oversubscribe or not: more is a typo, and each
+would be a process. More workers come from ``sweep worker`` on other hosts."""
+
 WORKERS_PER_CORE = 4
 """Past this, workers only queue for the cores (each already gets one TensorFlow thread)."""
 

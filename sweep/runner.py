@@ -193,6 +193,13 @@ def placements(
     Raises:
         UserError: options that conflict, or more workers than this machine holds.
     """
+    asked = (workers or 1) if gpus is None else (trials_per_gpu or 1)
+    if asked > devices.MOST_WORKERS:
+        flag = "--workers" if gpus is None else "--trials-per-gpu"
+        raise UserError(
+            f"{flag} {asked}: one launch starts at most {devices.MOST_WORKERS} workers; "
+            "start `sweep worker --study NAME` on other hosts for more"
+        )
     if gpus is None:
         for flag, value in (
             ("--trials-per-gpu", trials_per_gpu),
@@ -208,6 +215,8 @@ def placements(
             "--workers conflicts with --gpus: with GPUs there is one worker per GPU "
             "(times --trials-per-gpu); drop --workers"
         )
+    if gpu_memory is not None and gpu_memory > 2**20:
+        raise UserError(f"--gpu-memory {gpu_memory}: at most {2**20} MB (1 TiB) per worker")
     per_gpu = trials_per_gpu or 1
     ids = devices.parse_gpus(gpus, devices.visible_gpus())
     if not oversubscribe:  # each GPU worker is a host process too

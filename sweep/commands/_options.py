@@ -208,29 +208,37 @@ def open_existing(
     return optuna.load_study(study_name=args.study, storage=storage), storage, run
 
 
-# Environment variables that tune a run: name -> (smallest value allowed, what it means).
+_DAY = 86_400
+# Environment variables that tune a run: name -> (least and most allowed, what it means). The
+# thread counts are the libraries' own variables, read by the backend in each worker, where
+# a word would fail every trial (PyTorch) or be ignored (TensorFlow).
 _NUMERIC_ENV = {
-    "SWEEP_HEARTBEAT_INTERVAL": (1, "seconds between a trial's heartbeats"),
-    "SWEEP_HEARTBEAT_GRACE": (1, "seconds without a heartbeat before a trial is stale"),
-    "SWEEP_STORAGE_RETRY": (0, "seconds a lost storage connection is retried"),
-    "SWEEP_GPU_MEMORY_MB": (1, "GPU memory limit per worker, in MB"),
+    "SWEEP_HEARTBEAT_INTERVAL": (1, _DAY, "seconds between a trial's heartbeats"),
+    "SWEEP_HEARTBEAT_GRACE": (1, _DAY, "seconds without a heartbeat before a trial is stale"),
+    "SWEEP_STORAGE_RETRY": (0, _DAY, "seconds a lost storage connection is retried"),
+    "SWEEP_GPU_MEMORY_MB": (1, 2**20, "GPU memory limit per worker, in MB"),
+    "OMP_NUM_THREADS": (1, 4096, "threads per worker, for PyTorch and OpenMP"),
+    "TF_NUM_INTRAOP_THREADS": (1, 4096, "TensorFlow's threads within an operation"),
+    "TF_NUM_INTEROP_THREADS": (1, 4096, "TensorFlow's threads across operations"),
 }
+_LOG_LEVELS = ("SWEEP_LOG_LEVEL", "SWEEP_WORKER_LOG_LEVEL")
 
 
 def check_environment() -> None:
-    """Refuse a bad ``SWEEP_*`` environment variable in one line, before anything runs."""
-    for name, (least, meaning) in _NUMERIC_ENV.items():
+    """Refuse a bad ``SWEEP_*`` (or thread count) environment variable in one line, before
+    anything runs: the launcher checks its workers' variables too, before the study exists."""
+    for name, (least, most, meaning) in _NUMERIC_ENV.items():
         value = os.environ.get(name, "")
         if not value:
             continue
         try:
-            ok = int(value) >= least
+            ok = least <= int(value) <= most
         except ValueError:
             ok = False
         if not ok:
             raise UserError(
-                f"${name}={value!r}: expected a whole number >= {least} ({meaning}); "
-                "fix or unset it"
+                f"${name}={value!r}: expected a whole number from {least} to {most} "
+                f"({meaning}); fix or unset it"
             )
     if HEARTBEAT_GRACE_S <= HEARTBEAT_INTERVAL_S:
         raise UserError(
@@ -238,6 +246,7 @@ def check_environment() -> None:
             f"$SWEEP_HEARTBEAT_INTERVAL={HEARTBEAT_INTERVAL_S}: every running trial would look "
             "dead; make the grace longer"
         )
-    level = os.environ.get("SWEEP_LOG_LEVEL", "")
-    if level and not isinstance(logging.getLevelName(level.upper()), int):
-        raise UserError(f"$SWEEP_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+    for name in _LOG_LEVELS:
+        level = os.environ.get(name, "")
+        if level and not isinstance(logging.getLevelName(level.upper()), int):
+            raise UserError(f"${name}={level!r}: use DEBUG, INFO, WARNING or ERROR")

@@ -58,6 +58,11 @@ DATASETS = ("synthetic", "cifar10", "cifar100")
 ARRAYS_PREFIX = "arrays:"  # dataset = "arrays:<sha256>": arrays handed to the Python API
 COLOR_MODES = ("auto", "rgb", "grayscale")
 SAMPLERS = ("grid", "tpe", "random", "gp")
+# Past these a value is a typo, not a run: a batch beyond any GPU's memory for these images,
+# epochs beyond years of training, a budget that no storage would hold.
+MOST_BATCH_SIZE = 65_536
+MOST_EPOCHS = 10_000
+MOST_TRIALS = 1_000_000
 PRUNERS = ("none", "median", "hyperband")
 
 MAX_SEED = 40_000
@@ -258,6 +263,11 @@ class StudySpec:
     text: str = field(default="", compare=False, repr=False)  # the study file, as written
 
     @property
+    def origin(self) -> str:
+        """Where the study came from, for messages: its file, else ``study NAME``."""
+        return str(self.source) if self.source is not None else f"study {self.name!r}"
+
+    @property
     def sampling_seed(self) -> int:
         """The sampler's seed: ``sampler_seed``, else ``seed``."""
         return self.seed if self.sampler_seed is None else self.sampler_seed
@@ -378,8 +388,8 @@ SETTINGS: Mapping[str, Setting] = {
             "n_trials",
             int,
             "The study's total trial budget (not per worker). Default: the grid's size.",
-            lambda v: v >= 1,
-            "an integer >= 1",
+            lambda v: 1 <= v <= MOST_TRIALS,
+            f"an integer from 1 to {MOST_TRIALS}",
             default=None,
         ),
         _one_of(
@@ -434,8 +444,20 @@ SPACE_KEYS: Mapping[str, Setting] = {
             lambda v: v > 0,
             "a number > 0",
         ),
-        Setting("batch_size", int, "Batch size.", lambda v: v >= 1, "an integer >= 1"),
-        Setting("epochs", int, "Training epochs.", lambda v: v >= 1, "an integer >= 1"),
+        Setting(
+            "batch_size",
+            int,
+            "Batch size.",
+            lambda v: 1 <= v <= MOST_BATCH_SIZE,
+            f"an integer from 1 to {MOST_BATCH_SIZE}",
+        ),
+        Setting(
+            "epochs",
+            int,
+            "Training epochs.",
+            lambda v: 1 <= v <= MOST_EPOCHS,
+            f"an integer from 1 to {MOST_EPOCHS}",
+        ),
         Setting(
             "dropout_conv",
             float,
@@ -867,13 +889,16 @@ def loads_study(
             up (a host that only reads the study need not have it installed).
     """
     source = source or f"study {name!r}"
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source}: not valid TOML: {exc}") from None
     token = _STORED.set(stored)
     try:
-        return replace(parse_study(doc, name=name, source=source), text=text)
+        return replace(parse_study(tomllib.loads(text), name=name, source=source), text=text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # a study file is a few tables deep; a value hundreds deep is not
+        raise UserError(
+            f"{source}: a value is nested too deep (lists or tables inside each other); a "
+            "study file's values are numbers, strings, lists of them and small tables"
+        ) from None
     finally:
         _STORED.reset(token)
 

@@ -21,6 +21,7 @@ from sweep.config import (
     ARRAYS_PREFIX,
     DATASETS,
     MAX_SEED,
+    MOST_TRIALS,
     StudySpec,
     loads_study,
     resolve_dataset,
@@ -216,6 +217,8 @@ def budget(spec: StudySpec, requested: int | None) -> int:
     Raises:
         UserError: a sampled search has no budget anywhere.
     """
+    if requested is not None and requested > MOST_TRIALS:
+        raise UserError(f"--n-trials {requested}: a study runs at most {MOST_TRIALS} trials")
     n_planned = len(planned(spec))
     if spec.sampler.name == "grid":
         size = n_planned  # every grid point once, and the baseline if it is not one of them
@@ -229,7 +232,7 @@ def budget(spec: StudySpec, requested: int | None) -> int:
     if not spec.varying:
         return n_planned
     raise UserError(
-        f"{spec.source}: n_trials is missing; a {spec.sampler.name} search needs a budget "
+        f"{spec.origin}: n_trials is missing; a {spec.sampler.name} search needs a budget "
         "(add n_trials = N to the file or pass --n-trials N)"
     )
 

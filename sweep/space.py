@@ -9,6 +9,7 @@ exactly what was planned, even where the baseline lies outside the searched spac
 from __future__ import annotations
 
 import itertools
+import math
 from typing import TYPE_CHECKING, Any
 
 from sweep.config import (
@@ -19,14 +20,17 @@ from sweep.config import (
     StudySpec,
     is_builtin_family,
 )
+from sweep.errors import UserError
 from sweep.records import planned_params, point_key
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "MOST_GRID_POINTS",
     "distribution",
     "grid",
+    "grid_size",
     "incompatible_dimensions",
     "optuna_params",
     "planned",
@@ -51,16 +55,41 @@ def _fixed(spec: StudySpec, family: str | None = None) -> dict[str, Any]:
     }
 
 
+MOST_GRID_POINTS = 10_000
+"""A grid runs each point once, each a training run: past this, a study is a search (a sampler
+over the same lists, with a budget), not a grid to enqueue and to wait for."""
+
+
+def _axes(spec: StudySpec, family: str) -> list[Dimension]:
+    return [
+        d
+        for d in spec.varying
+        if d.name != "family" and _relevant(d.name, family) and d.kind == "choice"
+    ]
+
+
+def grid_size(spec: StudySpec) -> int:
+    """How many points :func:`grid` gives, counted without making them."""
+    return sum(math.prod(len(d.choices) for d in _axes(spec, f)) for f in spec.families)
+
+
 def grid(spec: StudySpec) -> list[Params]:
-    """Every grid point, in file order; family-only dimensions only for their family."""
+    """Every grid point, in file order; family-only dimensions only for their family.
+
+    Raises:
+        UserError: more than :data:`MOST_GRID_POINTS` points.
+    """
+    size = grid_size(spec)
+    if size > MOST_GRID_POINTS:
+        raise UserError(
+            f"{spec.origin}: the grid has {size} points, more than the {MOST_GRID_POINTS} a "
+            'grid runs; shorten the [space] lists, or set [sampler] name = "random" (or '
+            "tpe) with n_trials to search them"
+        )
     points: list[Params] = []
     for family in spec.families:
         fixed = {k: v for k, v in _fixed(spec, family).items()}
-        axes = [
-            d
-            for d in spec.varying
-            if d.name != "family" and _relevant(d.name, family) and d.kind == "choice"
-        ]
+        axes = _axes(spec, family)
         for combo in itertools.product(*(d.choices for d in axes)):
             values = (
                 fixed | {"family": family} | {d.name: v for d, v in zip(axes, combo, strict=True)}

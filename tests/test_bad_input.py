@@ -594,3 +594,22 @@ def test_a_validation_split_that_leaves_too_few_training_images(tmp_path: Path, 
         _launch(tmp_path, url, "--study", "vs.toml"),
         "validation_split 0.999 leaves 5 training and 4995 validation images",
     )
+
+
+def test_a_grid_too_large_to_run_is_refused_at_once_dry_run_or_not(tmp_path: Path, storage) -> None:
+    """A million points: refused from their count, before any is made or enqueued (its dry
+    run once took two minutes)."""
+    import time
+
+    url, _ = storage
+    hundred = ", ".join(str(i) for i in range(1, 101))
+    (tmp_path / "huge.toml").write_text(
+        "[sampler]\nname = 'grid'\n[space]\n"
+        f"batch_size = [{hundred}]\nepochs = [{hundred}]\n"
+        f"learning_rate = [{', '.join(f'{i}e-5' for i in range(1, 101))}]\n"
+    )
+    for extra in ((), ("--dry-run",)):
+        start = time.monotonic()
+        result = _launch(tmp_path, url, "--study", "huge.toml", *extra)
+        _refused(result, "the grid has 1000000 points", "sampler")
+        assert time.monotonic() - start < 30

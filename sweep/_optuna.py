@@ -353,32 +353,41 @@ def _storage_class() -> type[Any]:
 
         def get_trial_states(
             self, sid: int, keys: tuple[str, ...]
-        ) -> tuple[dict[int, optuna.trial.TrialState], list[tuple[int, dict[str, Any]]]]:
-            """Each trial's state by number, and the system attrs named ``keys`` of the trials
-            that have any, for the trial loop's budget check under the study lock.
+        ) -> tuple[dict[int, optuna.trial.TrialState], list[tuple[int, dict[str, Any]]], set[int]]:
+            """Each trial's state by number, the system attrs named ``keys`` of the trials
+            that have any, and the RUNNING trials with no heartbeat, for the trial loop's
+            budget check under the study lock.
+
+            A trial with no heartbeat was asked by another Optuna client (``optuna ask``, a
+            script), not claimed by a worker: it never goes stale, so a worker that counted
+            it against the budget could wait for it without end.
 
             Optuna has no call that counts trials by state: ``get_trials`` through its cache
             reads every unfinished trial again, params and attrs, each time, and a study with
-            its grid points enqueued holds hundreds of WAITING ones. Two narrow queries instead
+            its grid points enqueued holds hundreds of WAITING ones. Narrow queries instead
             took 32 workers from 26 to 32 trials/s (``benchmarks/claims.py``), with trials read
             as :meth:`_get_trials` reads them.
             """
             trial, attr = models.TrialModel, models.TrialSystemAttributeModel
+            beat = models.TrialHeartbeatModel
             with self.engine.connect() as conn:
-                states = dict(
-                    conn.execute(
-                        sqlalchemy.select(trial.number, trial.state).where(trial.study_id == sid)
-                    ).all()
-                )
                 rows = conn.execute(
+                    sqlalchemy.select(trial.number, trial.state, beat.trial_heartbeat_id)
+                    .outerjoin(beat, beat.trial_id == trial.trial_id)
+                    .where(trial.study_id == sid)
+                ).all()
+                attrs = conn.execute(
                     sqlalchemy.select(trial.number, attr.key, attr.value_json)
                     .join(trial, attr.trial_id == trial.trial_id)
                     .where(trial.study_id == sid, attr.key.in_(keys))
                 ).all()
+            states = {number: state for number, state, _ in rows}
+            running = optuna.trial.TrialState.RUNNING
+            unwatched = {n for n, state, b in rows if state == running and b is None}
             found: dict[int, dict[str, Any]] = {}
-            for number, key, value in rows:
+            for number, key, value in attrs:
                 found.setdefault(number, {})[key] = json.loads(value)
-            return states, sorted(found.items())
+            return states, sorted(found.items()), unwatched
 
         def __setstate__(self, state: dict[Any, Any]) -> None:
             super().__setstate__(state)

@@ -26,7 +26,7 @@ from sweep.devices import VERBOSE_ENV
 from sweep.errors import Interrupted, SweepError
 from sweep.stop import StopEvent
 
-__all__ = ["COMMANDS", "Parser", "alias", "command_parser", "main", "parser"]
+__all__ = ["COMMANDS", "Parser", "alias", "command_parser", "main", "os_error", "parser"]
 
 COMMANDS: dict[str, ModuleType] = {
     "launch": launch,
@@ -125,10 +125,24 @@ def _run(name: str, args: argparse.Namespace) -> int:
         # The reader went away (`sweep launch --dry-run | head`): stop writing, quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # A path the operating system refuses, wherever a command met it (a name too long, a
+        # folder it cannot read or write, a home that does not exist): one line naming it.
+        print(f"error: {os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # A Ctrl-C the command did not handle (a second one, while the first is handled).
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def os_error(exc: OSError) -> str:
+    """An error of the operating system's as one line: the path, what it said, the fix."""
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return (
+        f"{where}{exc.strerror or exc}; use a path that this user can read and write "
+        "(check its name's length, its folders and their permissions)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

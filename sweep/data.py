@@ -15,7 +15,9 @@ so those backends never import TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import logging
 import math
 import os
@@ -307,6 +309,9 @@ def _download_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path:
     log.info("%s not found locally; downloading %s to %s", what, url, target)
     final = target / archive
     partial: Path | None = None
+    # The folders this download makes, deepest first: removed again if it fails, so that a
+    # refused run leaves nothing behind (not even ~/.keras/datasets under a missing home).
+    made = list(itertools.takewhile(lambda d: not d.exists(), [target, *target.parents]))
     try:
         target.mkdir(parents=True, exist_ok=True)
         md5 = hashlib.md5(usedforsecurity=False)
@@ -322,6 +327,11 @@ def _download_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path:
             raise ValueError(f"MD5 {md5.hexdigest()} is not the official {official_md5}")
         partial.replace(final)
     except (OSError, ValueError) as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: never what was there before
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise UserError(
             f"{what} is not under --data-dir or $SWEEP_DATA_DIR and the download from {url} "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sweep import _optuna, records
 from sweep.errors import Interrupted, TrialFailure
 from sweep.stop import StopEvent
-from sweep.storage import HEARTBEAT_INTERVAL_S, Held, study_lock
+from sweep.storage import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Held, study_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -48,16 +48,19 @@ def counts(trials: list[optuna.trial.FrozenTrial]) -> tuple[int, int]:
 
 def budget_counts(study: optuna.Study, storage: Any) -> tuple[int, int]:
     """:func:`counts` of all the study's trials, read from sweep's storage (the one
-    :func:`sweep.storage.open_storage` opens) in two narrow queries: the trial loop's check,
-    under the study lock."""
-    states, attrs = storage.get_trial_states(_optuna.study_id(study), records.SUPERSEDING_ATTRS)
-    return _tally(states, records.superseded_by(attrs))
+    :func:`sweep.storage.open_storage` opens) in narrow queries: the trial loop's check,
+    under the study lock. A RUNNING trial with no heartbeat, which another Optuna client
+    asked and no worker runs, holds no budget: it would never end or go stale."""
+    states, attrs, unwatched = storage.get_trial_states(
+        _optuna.study_id(study), records.SUPERSEDING_ATTRS
+    )
+    return _tally(states, records.superseded_by(attrs) | unwatched)
 
 
-def _tally(states: dict[int, optuna.trial.TrialState], retried: set[int]) -> tuple[int, int]:
+def _tally(states: dict[int, optuna.trial.TrialState], ignored: set[int]) -> tuple[int, int]:
     from optuna.trial import TrialState
 
-    counted = [s for n, s in states.items() if n not in retried]
+    counted = [s for n, s in states.items() if n not in ignored]
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     return sum(s in done for s in counted), sum(s == TrialState.RUNNING for s in counted)
 
@@ -146,7 +149,7 @@ def run_trials(
             except Exception:  # noqa: BLE001 - the trial is stored already; keep working
                 log.warning("after trial %d:\n%s", frozen.number, traceback.format_exc())
 
-    ran = 0
+    ran, waiting = 0, False
     try:
         while not stop.is_set():
             with claim:
@@ -177,6 +180,13 @@ def run_trials(
             # Other workers' trials are running: wait for them to finish, or to go stale. A
             # check is a lock and two narrow queries; every 0.5 s, the last worker to finish
             # is not kept waiting for the others' next look.
+            if not waiting:
+                waiting = True
+                log.info(
+                    "study %r: %d of %d trials finished, %d running on other workers; waiting "
+                    "for them to end (a dead worker's trial runs again here after %d s)",
+                    study.study_name, done, budget, running, HEARTBEAT_GRACE_S,
+                )  # fmt: skip
             stop.wait(min(HEARTBEAT_INTERVAL_S, 0.5))
     except KeyboardInterrupt:
         pass  # the signal's own interrupt; the running trial was requeued by `guarded`

@@ -213,8 +213,8 @@ def study_note(name: str, description: str, table: list[Row], verification: str)
         description,
         summary(table),
         "## Leaderboard",
-        "Δ columns are percentage points against the baseline (marked `*`). The figure "
-        "*history-vs-baseline* below draws every trial against the baseline's value.",
+        "Δ columns are percentage points against the baseline (marked `*`). The study's "
+        "figure *history-vs-baseline* draws every trial against the baseline's value.",
         markdown_table(leaderboard(table)),
         verification,
     ]

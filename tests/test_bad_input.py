@@ -613,3 +613,55 @@ def test_a_grid_too_large_to_run_is_refused_at_once_dry_run_or_not(tmp_path: Pat
         result = _launch(tmp_path, url, "--study", "huge.toml", *extra)
         _refused(result, "the grid has 1000000 points", "sampler")
         assert time.monotonic() - start < 30
+
+
+LONG = "x" * 300  # longer than any file system's name limit (255)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (("sweep.launch", "--study", f"{LONG}.toml"), {}, ("File name too long", "a path")),
+        (
+            ("sweep.launch", "--study", "quickstart", "--storage", f"sqlite:///{LONG}.db"),
+            {},
+            ("File name too long",),
+        ),
+        (("sweep.launch", "--study", "exp1"), {"SWEEP_DATA_DIR": LONG}, ("File name too long",)),
+        (
+            (
+                "sweep.export",
+                "--study",
+                "q",
+                "--storage",
+                f"sqlite:///{LONG}.db",
+                "--out",
+                "m.keras",
+            ),
+            {},
+            ("File name too long",),
+        ),
+        (("sweep.dashboard",), {"SWEEP_STORAGE": f"sqlite:///{LONG}.db"}, ("File name too long",)),
+        (
+            ("sweep.launch", "--study", "quickstart", "--artifacts", "/etc/passwd/art"),
+            {},
+            ("/etc/passwd/art",),
+        ),
+        (
+            ("sweep.launch", "--study", "exp1", "--subset", "50"),
+            {"HOME": "no-home", "SWEEP_CIFAR10_URL": "http://127.0.0.1:1/cifar-10-python.tar.gz"},
+            ("CIFAR-10 is not under --data-dir", "by hand"),
+        ),
+    ],
+    ids=["study", "storage", "data-dir", "export", "dashboard", "artifacts", "missing-home"],
+)
+def test_paths_the_system_refuses_are_one_line_and_leave_nothing(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    """A name too long, a folder under a file, a home that does not exist: one line naming
+    the path, exit 2, and no file or folder left behind (not even ~/.keras/datasets)."""
+    (tmp_path / "run").mkdir()
+    if "HOME" in env:
+        env = env | {"HOME": str(tmp_path / "run" / env["HOME"])}
+    _refused(run_cli(*args, cwd=tmp_path / "run", env=env), *needles)
+    assert list((tmp_path / "run").iterdir()) == []

@@ -509,3 +509,22 @@ def test_launches_that_share_a_seed_draw_other_params_and_each_trial_its_own_dra
     assert len({t.user_attrs["worker"] for t in together}) == 2  # both launches ran trials
     assert len({t.params["learning_rate"] for t in together}) == 6
     assert [t.params for t in together] == [t.params for t in single]
+
+
+def test_a_trial_another_optuna_client_asked_holds_no_budget_and_no_launch_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """``optuna ask`` leaves a RUNNING trial with no heartbeat: no worker runs it and it never
+    goes stale. A launch runs its own budget past it and returns (it once waited forever)."""
+    (tmp_path / "tiny.toml").write_text(TINY)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    args = ("sweep.launch", "--study", "tiny.toml", "--storage", url, "--subset", "60", "--quiet")
+    first = run_cli(*args, "--n-trials", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    asked = optuna.load_study(study_name="tiny", storage=url).ask()  # never told
+    again = run_cli(*args, "--n-trials", "3", cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = _trials(url, "tiny")
+    states = {t.number: t.state.name for t in trials}
+    assert states.pop(asked.number) == "RUNNING"
+    assert len(states) == 3 and set(states.values()) <= {"COMPLETE", "PRUNED"}

@@ -163,6 +163,7 @@ def train(
         train_ds,
         validation_data=val_ds,
         epochs=params.epochs,
+        shuffle=False,  # the pipeline shuffles each epoch (Keras warns of, or adds, its own)
         verbose=0,
         callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *extra, *(callbacks or [])],
     )

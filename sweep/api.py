@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -329,7 +331,10 @@ def _existing(
     *,
     data_dir: Path | None = None,
     artifacts_dir: Path | None = None,
+    write: bool = False,
 ) -> tuple[optuna.Study, optuna.storages.RDBStorage, RunOptions]:
+    """Study ``name``, found in the storage before it is opened; opened to ``write`` (verify's
+    companion study) or only to read, which creates nothing beside a SQLite file."""
     import optuna
 
     url = _storage(storage)
@@ -340,7 +345,7 @@ def _existing(
         artifacts=(artifacts_dir or artifacts.default_dir(url)).absolute(),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened = open_storage(url, check=False)
+    opened = open_storage(url, check=False, create=write)
     return optuna.load_study(study_name=name, storage=opened), opened, the_run
 
 
@@ -361,11 +366,28 @@ def report(name: str, *, out: str | os.PathLike[str], storage: str | None = None
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file; give a folder")
     the_study, _, the_run = _existing(name, storage)
+    # Written whole into a folder of its own beside ``out``, then moved in: a report that
+    # cannot be finished (a full disk, a folder it may not write) leaves nothing behind.
+    base = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".sweep-report-", dir=base))
     except OSError as exc:
         raise UserError(f"--out {folder}: cannot make the folder ({exc.strerror})") from None
-    return reporting.write_report(the_study, folder, grid=the_run.spec.sampler.name == "grid")
+    try:
+        written = reporting.write_report(
+            the_study, staging, grid=the_run.spec.sampler.name == "grid"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        for each in staging.iterdir():
+            each.replace(folder / each.name)
+    except OSError as exc:
+        raise UserError(
+            f"--out {folder}: cannot write the report ({exc.strerror or exc}); free some space, "
+            "or pick a folder this user can write"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [folder / p.relative_to(staging) for p in written]
 
 
 def verify(
@@ -382,7 +404,7 @@ def verify(
     is each lead over the baseline real? See :mod:`sweep.verification`."""
     verification.check(repeats=repeats, alpha=alpha)
     the_study, opened, the_run = _existing(
-        name, storage, data_dir=data_dir, artifacts_dir=artifacts_dir
+        name, storage, data_dir=data_dir, artifacts_dir=artifacts_dir, write=True
     )
     return verification.verify(the_study, opened, the_run, top=top, repeats=repeats, alpha=alpha)
 

@@ -243,9 +243,13 @@ def check_url(url: str) -> None:
     _check_reachable(parsed, _engine_kwargs(parsed))
 
 
-def open_storage(url: str, *, check: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, *, check: bool = True, create: bool = True
+) -> optuna.storages.RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``; ``check=False`` when
-    :func:`check_url` has just checked it.
+    :func:`check_url` has just checked it. ``create=False`` for a storage known to hold its
+    tables (a study was found in it): nothing is created, not even SQLite's lock file, so a
+    reader that refuses (report, export, the dashboard) leaves the folder as it was.
 
     Raises:
         UserError: the URL is malformed, names an unknown driver, or the server does not
@@ -257,12 +261,14 @@ def open_storage(url: str, *, check: bool = True) -> optuna.storages.RDBStorage:
     kwargs = _engine_kwargs(parsed)
     if check:
         _check_reachable(parsed, kwargs)
-    with _creation_lock(parsed), warnings.catch_warnings():
-        # Workers that start together on a new database would all create its tables.
+    # Workers that start together on a new database would all create its tables.
+    creating = _creation_lock(parsed) if create else contextlib.nullcontext()
+    with creating, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = _optuna.SweepStorage(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=kwargs,
+            skip_table_creation=not create,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
             grace_period=HEARTBEAT_GRACE_S,
             # A dead process's trial is run again with the same params, a bounded number of times.

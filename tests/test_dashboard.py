@@ -384,3 +384,67 @@ def test_a_lead_significant_only_before_correction_is_called_so() -> None:
     assert rows["1"]["lead"] == "not significant after correction"
     assert rows["2"]["p (Welch)"] == "0.0589" and rows["2"]["p (Holm)"] == "0.0815"
     assert rows["2"]["lead"] == "not significant"
+
+
+def test_a_report_that_cannot_be_finished_leaves_nothing(finished: Path, tmp_path):
+    """A disk that fills while the report is written (here: a process file-size limit, which
+    fails a write as a full disk does) or a folder it may not write: one line, exit 2, and
+    no report, no folder and no half-written file left."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    warm = run_cli("sweep.report", "--study", "grid", "--out", str(tmp_path / "ok"), cwd=finished)
+    assert warm.returncode == 0, warm.stderr  # font caches and the like are made by now
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    full = tmp_path / "full" / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep.report", "--study", "grid", "--out", str(full)],
+        cwd=finished, env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=small_files,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.strip().splitlines() if not x.startswith("INFO ")]
+    assert f"--out {full}: cannot write the report (File too large)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+
+    under_a_file = run_cli(
+        "sweep.report", "--study", "grid", "--out", "/etc/passwd/report", cwd=finished
+    )
+    assert under_a_file.returncode == 2 and "Traceback" not in under_a_file.stderr
+    assert "--out /etc/passwd/report: cannot make the folder" in under_a_file.stderr
+
+
+def test_readers_that_refuse_leave_the_storages_folder_as_it_was(finished: Path, tmp_path):
+    """export and the dashboard, refused after the storage was found: no lock file, no
+    artifact folder, no tables made inside an empty file, no server banner."""
+    import socket
+
+    shutil.copy(finished / "sweep.db", tmp_path / "sweep.db")
+    (tmp_path / "empty.db").touch()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        refusals = [
+            (("sweep.export", "--study", "grid", "--trial", "99", "--out", "m.keras"),
+             "kept no model of trial 99"),
+            (("sweep.dashboard", "--port", port), "Address already in use"),
+            (("sweep.dashboard", "--host", "192.0.2.1", "--port", "8099"),
+             "cannot listen on 192.0.2.1:8099"),
+            (("sweep.dashboard", "--storage", "sqlite:///empty.db"), "no study storage at"),
+        ]  # fmt: skip
+        for args, needle in refusals:
+            done = run_cli(*args, cwd=tmp_path)
+            assert done.returncode == 2, done.stderr
+            assert "Traceback" not in done.stderr and "Bottle" not in done.stderr
+            assert needle in done.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "empty.db").stat().st_size == 0

@@ -15,7 +15,7 @@ from sweep.artifacts import default_dir, open_store
 from sweep.commands import _options
 from sweep.errors import UserError
 from sweep.stop import StopEvent
-from sweep.storage import open_storage, redact, storage_exists
+from sweep.storage import open_storage, read_only, redact
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "listens_everywhere", "run"]
 
@@ -48,20 +48,40 @@ def listens_everywhere(host: str) -> bool:
         return host in ("", "*")
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, an address this machine cannot listen on: a name that does not
+    resolve, an address not its own, a port in use."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind(address)
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port, or "
+            "a --host of this machine"
+        ) from None
+
+
 def run(args: argparse.Namespace, stop: StopEvent) -> int:
     from optuna_dashboard import run_server
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a port number; use 1-65535")
     url = _options.storage_url(args)
-    if not storage_exists(url):
-        raise UserError(
-            f"no storage at {redact(url)}; run sweep launch first, or pass --storage URL"
-        )
-    try:  # before the server starts: it prints its banner, then fails on a bad name
-        socket.getaddrinfo(args.host, args.port)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    # A SQLite file must exist and hold Optuna's tables: the dashboard would make them in any
+    # file it is given. A PostgreSQL database may still be empty: its first worker makes them.
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        with read_only(url) as found:
+            if found is None:
+                raise UserError(
+                    f"no study storage at {redact(url)}; run sweep launch first, or pass "
+                    "--storage URL"
+                )
+    _check_listen(args.host, args.port)  # before anything is made, and before the banner
     folder = args.artifacts or default_dir(url)
     # A folder named on the command line must exist: a typo would show no artifacts at all.
     store = open_store(folder, create=args.artifacts is None)
@@ -80,9 +100,8 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
         folder,
     )
     try:
-        run_server(
-            open_storage(url, check=False), host=args.host, port=args.port, artifact_store=store
-        )
+        storage = open_storage(url, check=False, create=not sqlite)
+        run_server(storage, host=args.host, port=args.port, artifact_store=store)
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how a dashboard is meant to stop
     except OSError as exc:

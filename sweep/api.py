@@ -154,9 +154,9 @@ def _results(the_study: optuna.Study, url: str, run: RunOptions | None, **kw: An
 # --------------------------------------------------------------------------- running
 
 
-def _storage(storage: str | None) -> str:
+def _storage(storage: str | None, *, write: bool = True) -> str:
     url = storage or default_url()
-    check_url(url)
+    check_url(url, write=write)
     if in_memory(url):
         raise UserError(
             f"storage {url} is an in-memory database: it lives and dies with this one process, "
@@ -337,7 +337,7 @@ def _existing(
     companion study) or only to read, which creates nothing beside a SQLite file."""
     import optuna
 
-    url = _storage(storage)
+    url = _storage(storage, write=write)
     the_run = study.stored_run(
         url,
         name,
@@ -356,7 +356,7 @@ def results(name: str, *, storage: str | None = None) -> Results:
         UserError: no such study, or one that sweep did not make.
     """
     the_study, _, the_run = _existing(name, storage)
-    return _results(the_study, _storage(storage), the_run)
+    return _results(the_study, _storage(storage, write=False), the_run)
 
 
 def report(name: str, *, out: str | os.PathLike[str], storage: str | None = None) -> list[Path]:

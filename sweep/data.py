@@ -253,6 +253,8 @@ def _iter_batches(
             except OSError as exc:
                 raise UserError(f"{what} batch {path} cannot be read ({exc.strerror})") from None
         return
+    if not source.is_file():  # a FIFO or a device would be read without end
+        raise UserError(f"{source} is not a regular file; put the official {archive} there")
     try:
         with tarfile.open(source, "r:gz") as tar:
             for name in names:
@@ -263,9 +265,14 @@ def _iter_batches(
                         f"{source} has no {folder}/{name}: it is not the official "
                         f"{archive}, or it is damaged; download it again"
                     ) from None
-                handle = tar.extractfile(member)
+                # A link is followed inside the archive, to a member that may be missing or
+                # the link itself: the official archive holds regular files only.
+                handle = tar.extractfile(member) if member.isfile() else None
                 if handle is None:
-                    raise UserError(f"{source}: {name} is not a regular file")
+                    raise UserError(
+                        f"{source}: {folder}/{name} is not a regular file (a link or a "
+                        f"folder); it is not the official {archive}, download it again"
+                    )
                 yield name, handle.read()
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise UserError(

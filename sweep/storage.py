@@ -164,7 +164,9 @@ def _sqlite_header(path: Path, shown: str) -> bytes:
     if not path.is_file():
         return b"not a regular file"  # a FIFO or a device: opening it could hang
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        # immutable: read as a plain file, no -wal or -shm made beside it (a read-only
+        # connection to a WAL database would leave both behind)
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?immutable=1", uri=True)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
         finally:
@@ -174,7 +176,7 @@ def _sqlite_header(path: Path, shown: str) -> bytes:
     return _SQLITE_HEADER
 
 
-def _check_sqlite_file(path: Path, shown: str) -> None:
+def _check_sqlite_file(path: Path, shown: str, *, write: bool = True) -> None:
     """A SQLite storage must be a database file (or none yet) in a folder this process can
     write: SQLite keeps its journal and lock files beside the database, readers included."""
     parent = path.resolve().parent
@@ -191,6 +193,11 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
                 f"storage {shown}: {path} is not a SQLite database; name the study's .db file, "
                 "or a new file"
             )
+        if write and not os.access(path, os.W_OK):  # root too: an immutable file, a read-only mount
+            raise UserError(
+                f"storage {shown}: {path} cannot be written (read-only); a study writes as it "
+                "runs: make it writable, or copy it and name the copy"
+            )
     try:  # the one reliable test, root included: make a file there (gone when closed)
         with tempfile.TemporaryFile(dir=parent):
             pass
@@ -201,14 +208,14 @@ def _check_sqlite_file(path: Path, shown: str) -> None:
         ) from None
 
 
-def _check_reachable(parsed: Any, kwargs: dict[str, Any]) -> None:
+def _check_reachable(parsed: Any, kwargs: dict[str, Any], *, write: bool = True) -> None:
     """Fail with one clear line, before any table is written, if the server does not answer."""
     import sqlalchemy
 
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
-            _check_sqlite_file(Path(database).expanduser(), redact(str(parsed)))
+            _check_sqlite_file(Path(database).expanduser(), redact(str(parsed)), write=write)
         return
     engine = sqlalchemy.create_engine(parsed, **kwargs)
     try:
@@ -233,14 +240,41 @@ def in_memory(url: str) -> bool:
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
-def check_url(url: str) -> None:
-    """Check the URL's form and driver, and that its server answers; create nothing.
+def check_url(url: str, *, write: bool = True) -> None:
+    """Check the URL's form and driver, that its server answers, that its tables (if any)
+    are of this Optuna's schema and, unless only to read, that a SQLite file can be written;
+    create nothing.
 
     Raises:
         UserError: naming what is wrong, the password hidden.
     """
     parsed = _parse(url)
-    _check_reachable(parsed, _engine_kwargs(parsed))
+    _check_reachable(parsed, _engine_kwargs(parsed), write=write)
+    _check_schema(url, redact(str(parsed)))
+
+
+def _check_schema(url: str, shown: str) -> None:
+    """Refuse tables that another Optuna version made: Optuna would raise when it opens them,
+    after the lock file and the artifact folder were made."""
+    import sqlalchemy
+
+    with read_only(url) as found:
+        if found is None:
+            return
+        try:
+            current, head = found.get_current_version(), found.get_head_version()
+        except (AssertionError, sqlalchemy.exc.SQLAlchemyError):
+            return  # no version stamped yet: a database whose tables are being made
+        if current == head:
+            return
+        if current in found.get_all_versions():
+            fix = "upgrade it with `optuna storage upgrade --storage URL`, or use another storage"
+        else:
+            fix = "a newer Optuna made it: install that version, or use another storage"
+    raise UserError(
+        f"storage {shown}: its tables are of Optuna's schema {current}, not this Optuna's "
+        f"{head}; {fix}"
+    )
 
 
 def open_storage(
@@ -261,6 +295,7 @@ def open_storage(
     kwargs = _engine_kwargs(parsed)
     if check:
         _check_reachable(parsed, kwargs)
+        _check_schema(url, redact(str(parsed)))
     # Workers that start together on a new database would all create its tables.
     creating = _creation_lock(parsed) if create else contextlib.nullcontext()
     with creating, warnings.catch_warnings():

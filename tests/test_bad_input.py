@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import pickle
 import threading
 from collections.abc import Callable, Iterator
@@ -146,9 +147,37 @@ def _corrupt_gzip(d: Path) -> None:
     archive.write_bytes(bytes(raw))
 
 
+def _linked(target: str):
+    """An archive whose data_batch_1 is a link (to a missing member, or to itself)."""
+
+    def make(d: Path) -> None:
+        import io
+        import tarfile
+
+        d.mkdir(parents=True)
+        with tarfile.open(d / "cifar-10-python.tar.gz", "w:gz") as tar:
+            link = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
+            batch = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
+            tar.addfile(batch, io.BytesIO(b""))
+
+    return make
+
+
+def _fifo(d: Path) -> None:
+    import os
+
+    d.mkdir(parents=True)
+    os.mkfifo(d / "cifar-10-python.tar.gz")  # read without end, once
+
+
 @pytest.mark.parametrize(
     ("make", "needles"),
     [
+        (_linked("missing"), ("data_batch_1 is not a regular file", "download it again")),
+        (_linked("data_batch_1"), ("data_batch_1 is not a regular file",)),
+        (_fifo, ("cifar-10-python.tar.gz is not a regular file",)),
         (_truncated, ("truncated or not a gzip tar archive", "download it again")),
         (_garbage, ("data_batch_2 is corrupt", "fresh copy")),
         (_wrong_shape, ("data_batch_1", "rows of 3072 bytes")),
@@ -357,8 +386,40 @@ def test_the_dashboard_warns_when_it_listens_on_every_address(tmp_path: Path) ->
 def _tree(root: Path) -> dict[str, bytes | None]:
     """Every file's bytes and every folder (None) under ``root``: what "nothing written" means."""
     return {
-        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in root.rglob("*")
-    }
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")
+    }  # a folder or a FIFO (whose read would wait for a writer) by its name alone
+
+
+def _optuna_db(path: Path) -> None:
+    url = f"sqlite:///{path}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.tell(study.ask(), 1.0)
+    optuna.storages.RDBStorage(url).engine.dispose()
+
+
+def _truncated_db(path: Path) -> None:
+    _optuna_db(path)
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _future_db(path: Path) -> None:
+    import sqlite3
+
+    _optuna_db(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
+
+
+def _read_only_db(path: Path) -> None:
+    import subprocess
+
+    _optuna_db(path)
+    subprocess.run(["chattr", "+i", str(path)], check=True)  # read-only for root too
+
+
+def _garbage_db(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20)
 
 
 @pytest.mark.parametrize(
@@ -366,18 +427,38 @@ def _tree(root: Path) -> dict[str, bytes | None]:
     [
         (lambda p: p.write_text("not a database\n"), "x.db is not a SQLite database"),
         (lambda p: p.mkdir(), "x.db is a folder, not a database file"),
+        (lambda p: os.mkfifo(p), "x.db is not a SQLite database"),
+        (_garbage_db, "x.db is not a SQLite database"),
+        (_truncated_db, "x.db is not a SQLite database"),
+        (_future_db, "schema v99.0.0.a, not this Optuna's"),
+        (_read_only_db, "x.db cannot be written (read-only)"),
     ],
-    ids=["text-file", "folder"],
+    ids=["text-file", "folder", "fifo", "garbage", "truncated", "future-schema", "read-only"],
 )
 def test_a_sqlite_storage_that_is_not_a_database(tmp_path: Path, make, needle: str) -> None:
+    import subprocess
+
     make(tmp_path / "x.db")
     before = _tree(tmp_path)
+    try:
+        for command in ("sweep.launch", "sweep.worker"):
+            result = run_cli(
+                command, "--study", "quickstart", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                cwd=tmp_path,
+            )  # fmt: skip
+            _refused(result, needle)
+            assert _tree(tmp_path) == before  # no x-artifacts/, no x.db.lock, no -wal
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "x.db")], capture_output=True)
+
+
+def test_dev_null_as_the_storage_is_refused_and_nothing_made_beside_it(tmp_path: Path) -> None:
     result = run_cli(
-        "sweep.launch", "--study", "quickstart", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    _refused(result, needle)
-    assert _tree(tmp_path) == before  # no x-artifacts/, no x.db.lock
+        "sweep.launch", "--study", "quickstart", "--storage", "sqlite:////dev/null", cwd=tmp_path
+    )
+    _refused(result, "/dev/null is not a SQLite database")
+    assert not any(Path(f"/dev/null{tail}").exists() for tail in ("-journal", ".lock", "-wal"))
+    assert not Path("/dev/null-artifacts").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_a_sqlite_file_in_a_folder_that_cannot_be_written(tmp_path: Path) -> None:

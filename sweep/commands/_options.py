@@ -6,9 +6,8 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sweep import api, artifacts, study
+from sweep import api, artifacts
 from sweep.config import BACKENDS, DATASETS
 from sweep.errors import UserError
 from sweep.run import RunOptions
@@ -18,11 +17,7 @@ from sweep.storage import (
     check_url,
     default_url,
     in_memory,
-    open_storage,
 )
-
-if TYPE_CHECKING:
-    import optuna
 
 __all__ = [
     "add_artifacts_option",
@@ -30,7 +25,6 @@ __all__ = [
     "add_run_options",
     "add_storage_option",
     "check_environment",
-    "open_existing",
     "positive",
     "run_from_file",
     "storage_url",
@@ -148,10 +142,11 @@ def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
     add_artifacts_option(p)
 
 
-def storage_url(args: argparse.Namespace) -> str:
-    """``--storage``, else ``$SWEEP_STORAGE``, else the embedded default; checked once."""
+def storage_url(args: argparse.Namespace, *, write: bool = True) -> str:
+    """``--storage``, else ``$SWEEP_STORAGE``, else the embedded default; checked once (to
+    be written, unless ``write`` is false: report, export and the dashboard only read)."""
     url: str = args.storage or default_url()
-    check_url(url)
+    check_url(url, write=write)
     if in_memory(url):
         raise UserError(
             f"storage {url} is an in-memory database: it lives and dies with this one process, "
@@ -182,30 +177,6 @@ def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:
         artifacts_dir=args.artifacts,
         replace_study_file=args.replace_study_file,
     )
-
-
-def open_existing(
-    args: argparse.Namespace,
-) -> tuple[optuna.Study, optuna.storages.RDBStorage, RunOptions]:
-    """The study ``--study`` that sweep created in ``--storage``, its storage and its run;
-    creates nothing.
-
-    Raises:
-        UserError: a bad URL, a server that does not answer, no such study, or a study that
-            sweep did not make; all found before the storage is opened for writing.
-    """
-    import optuna
-
-    url = storage_url(args)
-    run = study.stored_run(
-        url,
-        args.study,
-        data_dir=getattr(args, "data_dir", None),
-        artifacts=artifacts_dir(args, url) if hasattr(args, "artifacts") else Path(),
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(url, check=False)
-    return optuna.load_study(study_name=args.study, storage=storage), storage, run
 
 
 _DAY = 86_400

@@ -52,9 +52,7 @@ def _check_listen(host: str, port: int) -> None:
     """Refuse, in one line, an address this machine cannot listen on: a name that does not
     resolve, an address not its own, a port in use."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
             probe.bind(address)
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a port number; use 1-65535")
-    url = _options.storage_url(args)
+    url = _options.storage_url(args, write=False)
     # A SQLite file must exist and hold Optuna's tables: the dashboard would make them in any
     # file it is given. A PostgreSQL database may still be empty: its first worker makes them.
     sqlite = url.startswith("sqlite")

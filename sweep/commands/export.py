@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
         args.study,
         args.out,
         trial=args.trial,
-        storage=_options.storage_url(args),
+        storage=_options.storage_url(args, write=False),
         artifacts_dir=args.artifacts,
     )
     print(f"trial {exported.trial} (val accuracy {exported.val_accuracy:.4f}) -> {exported.path}")

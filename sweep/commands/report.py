@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, stop: StopEvent) -> int:
-    for path in api.report(args.study, out=args.out, storage=_options.storage_url(args)):
+    for path in api.report(
+        args.study, out=args.out, storage=_options.storage_url(args, write=False)
+    ):
         print(path)
     return 0

@@ -219,8 +219,8 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any], *, write: bool = True)
         return
     engine = sqlalchemy.create_engine(parsed, **kwargs)
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            refusal = _may_not_write(conn) if write else None
     except sqlalchemy.exc.DBAPIError as exc:  # refused, timed out, bad option or database
         where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "no answer"
@@ -232,6 +232,37 @@ def _check_reachable(parsed: Any, kwargs: dict[str, Any], *, write: bool = True)
         ) from None
     finally:
         engine.dispose()
+    if refusal:
+        raise UserError(f"storage {redact(str(parsed))}: {refusal}")
+
+
+def _may_not_write(conn: Any) -> str | None:
+    """Why this PostgreSQL session could not run a study, or None: a read-only database (or a
+    standby), or a role that may not make Optuna's tables (PostgreSQL 15 and later give new
+    roles no CREATE on the schema ``public``) or write them once made."""
+    import sqlalchemy
+
+    def ask(query: str) -> Any:
+        return conn.execute(sqlalchemy.text(query)).scalar()
+
+    if ask("SHOW transaction_read_only") == "on":
+        return (
+            "the database is read-only (a standby, or default_transaction_read_only); "
+            "name the primary, or a database this role may write"
+        )
+    role, schema = ask("SELECT current_user"), ask("SELECT current_schema()")
+    if schema is None:
+        return f"role {role} has no schema to make tables in (search_path); set one"
+    if ask("SELECT to_regclass('trials') IS NOT NULL"):
+        if not ask("SELECT has_table_privilege('trials', 'INSERT, UPDATE, DELETE')"):
+            return f"role {role} may not write Optuna's tables; GRANT it INSERT, UPDATE, DELETE"
+    elif not ask("SELECT has_schema_privilege(current_schema(), 'CREATE')"):
+        return (
+            f"role {role} may not create tables in schema {schema} (PostgreSQL 15 and later "
+            f"grant that to no role by default); GRANT CREATE ON SCHEMA {schema} TO {role}, "
+            "or use a database the role owns"
+        )
+    return None
 
 
 def in_memory(url: str) -> bool:

@@ -746,3 +746,73 @@ def test_paths_the_system_refuses_are_one_line_and_leave_nothing(
         env = env | {"HOME": str(tmp_path / "run" / env["HOME"])}
     _refused(run_cli(*args, cwd=tmp_path / "run", env=env), *needles)
     assert list((tmp_path / "run").iterdir()) == []
+
+
+@pytest.fixture
+def pg_database() -> Iterator[Callable[..., str]]:
+    """Makes PostgreSQL databases (and roles) of its own, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    made: list[str] = []
+
+    def make(*setup: str, role: str = "postgres", tables: bool = False) -> str:
+        name = f"sweep_{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+            if role != "postgres":
+                conn.execute(sqlalchemy.text(f"CREATE ROLE {name} LOGIN"))
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        if tables:
+            optuna.storages.RDBStorage(url).engine.dispose()
+        inside = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+        with inside.connect() as conn:
+            for statement in setup:
+                conn.execute(sqlalchemy.text(statement.format(db=name)))
+        inside.dispose()
+        user = name if role != "postgres" else "postgres"
+        return f"postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(sqlalchemy.text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("setup", "role", "tables", "needle"),
+    [
+        (("ALTER DATABASE {db} SET default_transaction_read_only = on",), "postgres", False,
+         "the database is read-only"),
+        (("REVOKE CREATE ON SCHEMA public FROM PUBLIC",), "own", False,
+         "may not create tables in schema public"),
+        ((), "own", True, "may not write Optuna's tables"),
+    ],
+    ids=["read-only", "no-create", "no-write"],
+)  # fmt: skip
+def test_a_postgresql_the_service_may_not_write(
+    tmp_path: Path, pg_database, setup, role: str, tables: bool, needle: str
+) -> None:
+    """The connection works, the writes would not: refused in one line before the tables,
+    the study or the artifact folder are made."""
+    import sqlalchemy
+
+    url = pg_database(*setup, role=role, tables=tables)
+    for command in ("sweep.launch", "sweep.worker"):
+        _refused(run_cli(command, "--study", "quickstart", "--storage", url, cwd=tmp_path), needle)
+    assert list(tmp_path.iterdir()) == []
+    database = url.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
+    with engine.connect() as conn:
+        made = conn.execute(
+            sqlalchemy.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        )
+        assert (made.scalar() > 0) == tables  # none made where there were none
+    engine.dispose()

@@ -399,7 +399,21 @@ def _storage_class() -> type[Any]:
         if name.lstrip("_").startswith("get_"):
             method = _read_only(method)
         setattr(SweepStorage, name, method)
+    setattr(SweepStorage, "record_heartbeat", _beat_quietly(SweepStorage.record_heartbeat))  # noqa: B010
     return SweepStorage
+
+
+def _beat_quietly(beat: Callable[..., None]) -> Callable[..., None]:
+    """A heartbeat runs in Optuna's thread, where an exception is printed as a traceback and
+    stops the beats: once the storage is gone, the trial's own thread says so, once."""
+    from sweep.errors import StorageUnavailable
+
+    @functools.wraps(beat)
+    def quietly(*args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(StorageUnavailable):
+            beat(*args, **kwargs)
+
+    return quietly
 
 
 # Set while a storage call only reads: its SQLite transaction then begins deferred.

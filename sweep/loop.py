@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
-from sweep.errors import Interrupted, TrialFailure
+from sweep.errors import Interrupted, StorageUnavailable, TrialFailure
 from sweep.stop import StopEvent
 from sweep.storage import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S, Held, study_lock
 
@@ -134,6 +134,8 @@ def run_trials(
         except KeyboardInterrupt:
             _requeue(study, _frozen(study, trial))
             raise
+        except StorageUnavailable:
+            raise  # nothing can be recorded: the loop stops (see below)
         except Exception as exc:
             if stop.is_set():  # the interrupt, wrapped by a library on its way up
                 _requeue(study, _frozen(study, trial))
@@ -175,6 +177,13 @@ def run_trials(
                         # Its heartbeat lapsed (the storage was away longer than the grace
                         # period) and another worker failed it; it runs again as a retry.
                         log.warning("a trial was failed by another worker while it ran: %s", exc)
+                    except Exception as exc:
+                        lost = _storage_lost(exc)
+                        if lost is None:
+                            raise
+                        # Optuna tried to tell the trial, failed, and failed again reading it
+                        # back (an UnboundLocalError in its own clean-up): say what happened.
+                        raise lost from None
                     ran += 1
                     continue
             # Other workers' trials are running: wait for them to finish, or to go stale. A
@@ -195,6 +204,18 @@ def run_trials(
 
 class _GivenBack(Exception):
     pass
+
+
+def _storage_lost(exc: BaseException) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` behind ``exc`` (itself, its cause or its context)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, StorageUnavailable):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _over_budget(

@@ -63,10 +63,15 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 _retrying_now = threading.local()
+# Set once a call has waited out the window: the storage is gone for this process, and the
+# calls that follow (a failed trial's tell, the heartbeat, the requeue) give up at once
+# instead of each waiting the window again. Cleared by the next call that succeeds.
+_lost = threading.Event()
 
 
 def with_retries(call: Callable[[], _T], what: str) -> _T:
-    """``call()``, retried with backoff while the storage's connection is lost.
+    """``call()``, retried with backoff while the storage's connection is lost; once one
+    call of this process has waited out the window, the next ones give up at once.
 
     Calls nested in a retried call (``get_all_trials`` calls ``_get_trials``) are not retried
     again, so one outage costs at most :data:`STORAGE_RETRY_S`.
@@ -82,11 +87,12 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
     try:
         while True:
             try:
-                return call()
+                result = call()
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
-                if time.monotonic() + delay > deadline:
+                if _lost.is_set() or time.monotonic() + delay > deadline:
+                    _lost.set()
                     raise StorageUnavailable(
                         f"the storage did not answer for {STORAGE_RETRY_S:g} s ({what}); "
                         "completed trials are kept: run the same command once it is back"
@@ -94,6 +100,9 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
                 log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 5.0)
+            else:
+                _lost.clear()
+                return result
     finally:
         _retrying_now.active = False
 

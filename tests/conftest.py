@@ -82,3 +82,62 @@ def cifar_archive(tmp_path: Path) -> Path:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     return make_cifar_archive(data_dir)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of a test's own, on a free port: one a test may stop for good
+    (the shared server on 5432 stays up). Made with Debian's binaries, run as ``postgres``."""
+
+    def __init__(self, root: Path) -> None:
+        import shutil
+        import socket
+
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        assert versions, "PostgreSQL's server binaries are not installed"
+        self.bin = versions[-1]
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(root, "postgres")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._as_postgres("initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.root / "data"), "-o", options,
+            "-l", str(self.root / "log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+
+
+@pytest.fixture
+def own_postgres():
+    """A started :class:`OwnPostgres`, stopped and removed afterwards. Its folder is outside
+    pytest's (which only root may enter), for the server runs as ``postgres``."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+    root.chmod(0o755)
+    server = OwnPostgres(root / "cluster")
+    try:
+        server.start()
+        yield server
+    finally:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(server.bin / "pg_ctl"), "-D",
+             str(server.root / "data"), "-m", "immediate", "stop"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

@@ -149,3 +149,40 @@ def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, pru
     assert diverged.user_attrs["failure"].startswith("diverged: training loss became nan")
     assert study.best_trial.number == baseline.number
     assert "diverged" in result.stdout  # the table says why
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_storage_lost_past_the_retry_window_ends_in_one_line_and_exit_3(
+    tmp_path: Path, own_postgres, workers: int
+) -> None:
+    """The server stops for good mid-trial: the retries are said, then one error line and
+    exit 3, with no traceback from the trial, Optuna's clean-up or the heartbeat threads."""
+    (tmp_path / "s.toml").write_text(STUDY.replace("epochs = 6", "epochs = 30"))
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
+    env |= {"PYTHONPATH": str(REPO), "SWEEP_STORAGE_RETRY": "4"}
+    env |= {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "5"}
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "sweep.launch", "--study", "s.toml", "--storage",
+         own_postgres.url, "--subset", "1500", "--workers", str(workers), "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name="s", storage=own_postgres.url).trials
+            except (KeyError, Exception):  # noqa: BLE001 - not made yet
+                trials = []
+            if any(t.state.name == "RUNNING" and t.intermediate_values for t in trials):
+                break
+            time.sleep(0.5)
+        own_postgres.stop()
+        _, err = launch.communicate(timeout=120)
+    finally:
+        launch.kill()
+    assert launch.returncode == 3, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: the storage did not answer for 4 s"), err
+    assert len(lines) < 20 * workers, err  # the retries said, and the end: no tracebacks

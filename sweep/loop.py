@@ -115,6 +115,14 @@ def run_trials(
     lock = Held()
 
     def guarded(trial: optuna.Trial) -> float:
+        try:
+            return attempt(trial)
+        except KeyboardInterrupt:
+            # Wherever in the trial it landed: its params run again, and it spends no budget.
+            _requeue(study, _frozen(study, trial))
+            raise
+
+    def attempt(trial: optuna.Trial) -> float:
         claim.close()  # the trial is claimed, with its first heartbeat: let other workers in
         records.write_worker(trial, worker)
         if lock.lost and _over_budget(study, storage, trial.number, budget):
@@ -132,13 +140,11 @@ def run_trials(
             log.warning("trial %d: %s", trial.number, exc)
             raise optuna.TrialPruned(str(exc)) from None
         except KeyboardInterrupt:
-            _requeue(study, _frozen(study, trial))
-            raise
+            raise  # requeued by guarded
         except StorageUnavailable:
             raise  # nothing can be recorded: the loop stops (see below)
         except Exception as exc:
             if stop.is_set():  # the interrupt, wrapped by a library on its way up
-                _requeue(study, _frozen(study, trial))
                 raise KeyboardInterrupt from exc
             records.write_failure(trial, f"{type(exc).__name__}: {exc}")
             log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
@@ -198,7 +204,9 @@ def run_trials(
                 )  # fmt: skip
             stop.wait(min(HEARTBEAT_INTERVAL_S, 0.5))
     except KeyboardInterrupt:
-        pass  # the signal's own interrupt; the running trial was requeued by `guarded`
+        # The signal's own interrupt. A trial it caught outside the objective (claimed, not
+        # yet started) is still RUNNING here: fail it and run it again, as `guarded` does.
+        requeue_trials_of(study, storage, {worker})
     raise Interrupted("the running trial, if any, was requeued; run the same command to resume")
 
 

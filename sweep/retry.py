@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sweep.errors import StorageUnavailable
+from sweep.stop import critical
 
 __all__ = ["STORAGE_RETRY_S", "env_number", "is_connection_error", "retrying", "with_retries"]
 
@@ -108,10 +109,11 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
 
 
 def retrying(method: Callable[..., _T]) -> Callable[..., _T]:
-    """``method`` with :func:`with_retries` around every call."""
+    """``method`` with :func:`with_retries` around every call, which no signal cuts."""
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> _T:
-        return with_retries(lambda: method(self, *args, **kwargs), method.__name__)
+        with critical():  # a Ctrl-C waits for the call to end, and is raised then
+            return with_retries(lambda: method(self, *args, **kwargs), method.__name__)
 
     return call

@@ -316,6 +316,7 @@ def _supervise(
         progress()
     except KeyboardInterrupt:
         interrupted = True
+        stop.rearm()  # a second Ctrl-C while they stop kills them at once
         _stop(the_study, storage, procs)
     except BaseException:
         _stop(the_study, storage, procs)  # never leave workers running on their own

@@ -70,9 +70,8 @@ def _start_and_wait_for_epoch(
     Waiting for an epoch means the trial's heartbeat has surely started (Optuna cannot tell
     a trial killed before its first heartbeat from a live one).
     """
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with (cwd / "launch.err").open("w") as err:  # read by a test once the process ends
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -186,3 +185,39 @@ def test_a_storage_lost_past_the_retry_window_ends_in_one_line_and_exit_3(
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: the storage did not answer for 4 s"), err
     assert len(lines) < 20 * workers, err  # the retries said, and the end: no tracebacks
+
+
+QUICK = STUDY.replace("n_trials = 2", "n_trials = 5").replace("epochs = 6", "epochs = 2")
+QUICK = QUICK.replace("learning_rate = [0.001, 0.002]", "learning_rate = [0.001, 0.002, 0.003]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after", [0.0, 0.45, 0.9, 1.35])
+def test_two_ctrl_c_in_quick_succession_at_any_moment_requeue_and_resume(
+    tmp_path: Path, after: float
+) -> None:
+    """Two SIGINTs 50 ms apart, landing wherever the one-process launch is (training, the
+    claim, the tell, the requeue): exit 130, no traceback, no trial left RUNNING, no
+    interrupted trial counted; the resume spends the budget on completed trials."""
+    study = QUICK.replace('[sampler]\nname = "grid"', '[sampler]\nname = "random"')
+    study = study.replace("n_trials = 5", "n_trials = 4")
+    cmd, env, url = _launch(tmp_path, study)
+    cmd[cmd.index("1500")] = "300"
+    proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=1)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, (tmp_path / "launch.err").read_text()
+    assert "Traceback" not in (tmp_path / "launch.err").read_text()
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states, states
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    assert all(t.number in retried for t in trials if t.state.name == "FAIL"), states
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    trials = optuna.load_study(study_name="s", storage=url).get_trials()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states

@@ -43,6 +43,27 @@ STORAGE_RETRY_S = env_number("SWEEP_STORAGE_RETRY", 120)
 _PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
 
 
+# What a database says when its disk is full (SQLite, and PostgreSQL's SQLSTATE class 53100);
+# a process file-size limit shows as SQLite's I/O error.
+_DISK_FULL = ("database or disk is full", "disk I/O error")
+
+
+def write_refused(exc: BaseException) -> str | None:
+    """The database's words when it could not write for want of disk, else None."""
+    import sqlalchemy
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlalchemy.exc.DBAPIError):
+            said = str(cause.orig).strip().splitlines()[0] if cause.orig else ""
+            if getattr(cause.orig, "sqlstate", None) == "53100" or any(
+                words in said for words in _DISK_FULL
+            ):
+                return said
+        cause = cause.__cause__
+    return None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """A lost or refused connection, or SQLite's lock wait running out: worth retrying."""
     import sqlalchemy
@@ -90,6 +111,11 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
             try:
                 result = call()
             except Exception as exc:
+                if refused := write_refused(exc):  # waiting would not free the disk
+                    raise StorageUnavailable(
+                        f"the storage could not write ({refused}; {what}): free space on its "
+                        "disk; completed trials are kept: run the same command then"
+                    ) from exc
                 if not is_connection_error(exc):
                     raise
                 if _lost.is_set() or time.monotonic() + delay > deadline:

@@ -221,3 +221,31 @@ def test_two_ctrl_c_in_quick_succession_at_any_moment_requeue_and_resume(
     trials = optuna.load_study(study_name="s", storage=url).get_trials()
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
+
+
+def test_a_storage_whose_disk_fills_ends_in_one_line_and_keeps_the_database_whole(
+    tmp_path: Path,
+) -> None:
+    """The database cannot grow (a process file-size limit fails SQLite's write as a full
+    disk does): exit 3 with one line, no traceback, and a database still sound to resume."""
+    import resource
+
+    (tmp_path / "s.toml").write_text(QUICK)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def small_files() -> None:  # Optuna's empty tables take 112 KiB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep.launch", "--study", "s.toml", "--storage", url,
+         "--subset", "100", "--quiet"],
+        cwd=tmp_path, env=env, preexec_fn=small_files, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: the storage could not write")
+    with closing(sqlite3.connect(tmp_path / "k.db")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert optuna.load_study(study_name="s", storage=url).trials  # readable, as it was

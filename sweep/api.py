@@ -154,7 +154,14 @@ def _results(the_study: optuna.Study, url: str, run: RunOptions | None, **kw: An
 # --------------------------------------------------------------------------- running
 
 
-def _storage(storage: str | None, *, write: bool = True) -> str:
+def storage_url(storage: str | None, *, write: bool = True) -> str:
+    """``storage``, else ``$SWEEP_STORAGE``, else the embedded default, checked (to be written
+    unless ``write`` is false: report, export and the dashboard only read).
+
+    Raises:
+        UserError: a bad URL, a server that does not answer or may not be written, a SQLite
+            file that is not a database, or an in-memory database.
+    """
     url = storage or default_url()
     check_url(url, write=write)
     if in_memory(url):
@@ -295,7 +302,7 @@ def run(
         arrays = _arrays(data, class_names)
     elif data is not None:
         overrides["dataset"] = os.fspath(data)
-    url = _storage(storage)
+    url = storage_url(storage)
     the_run = plan(study_arg, storage=url, **overrides)
     if arrays is not None:
         digest = sources.content_hash(arrays)
@@ -337,7 +344,7 @@ def _existing(
     companion study) or only to read, which creates nothing beside a SQLite file."""
     import optuna
 
-    url = _storage(storage, write=write)
+    url = storage_url(storage, write=write)
     the_run = study.stored_run(
         url,
         name,
@@ -356,7 +363,7 @@ def results(name: str, *, storage: str | None = None) -> Results:
         UserError: no such study, or one that sweep did not make.
     """
     the_study, _, the_run = _existing(name, storage)
-    return _results(the_study, _storage(storage, write=False), the_run)
+    return _results(the_study, storage_url(storage, write=False), the_run)
 
 
 def report(name: str, *, out: str | os.PathLike[str], storage: str | None = None) -> list[Path]:

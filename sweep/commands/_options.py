@@ -14,9 +14,6 @@ from sweep.run import RunOptions
 from sweep.storage import (
     HEARTBEAT_GRACE_S,
     HEARTBEAT_INTERVAL_S,
-    check_url,
-    default_url,
-    in_memory,
 )
 
 __all__ = [
@@ -145,15 +142,7 @@ def add_run_options(p: argparse.ArgumentParser, *, study_help: str) -> None:
 def storage_url(args: argparse.Namespace, *, write: bool = True) -> str:
     """``--storage``, else ``$SWEEP_STORAGE``, else the embedded default; checked once (to
     be written, unless ``write`` is false: report, export and the dashboard only read)."""
-    url: str = args.storage or default_url()
-    check_url(url, write=write)
-    if in_memory(url):
-        raise UserError(
-            f"storage {url} is an in-memory database: it lives and dies with this one process, "
-            "so no worker, resume or dashboard would see the study; use a file, such as "
-            "sqlite:///sweep.db"
-        )
-    return url
+    return api.storage_url(args.storage, write=write)
 
 
 def artifacts_dir(args: argparse.Namespace, url: str) -> Path:

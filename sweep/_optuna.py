@@ -16,6 +16,7 @@ import types
 from collections.abc import Callable, Container, Iterator
 from typing import TYPE_CHECKING, Any
 
+from sweep.errors import StorageUnavailable
 from sweep.retry import retrying
 
 if TYPE_CHECKING:
@@ -406,8 +407,6 @@ def _storage_class() -> type[Any]:
 def _beat_quietly(beat: Callable[..., None]) -> Callable[..., None]:
     """A heartbeat runs in Optuna's thread, where an exception is printed as a traceback and
     stops the beats: once the storage is gone, the trial's own thread says so, once."""
-    from sweep.errors import StorageUnavailable
-
     @functools.wraps(beat)
     def quietly(*args: Any, **kwargs: Any) -> None:
         with contextlib.suppress(StorageUnavailable):

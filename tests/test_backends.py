@@ -19,7 +19,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 COMPLETED_ATTRS = {
     "backend", "best_epoch", "best_val_accuracy", "delta_test_vs_baseline", "delta_vs_baseline",
     "epochs_run", "family", "history", "is_baseline", "n_params", "params", "point",
-    "precision", "recall", "seed", "test_accuracy", "test_loss", "train_seconds",
+    "platform", "precision", "recall", "seed", "test_accuracy", "test_loss", "train_seconds",
     "val_accuracy", "worker",
 }  # fmt: skip
 

@@ -407,6 +407,7 @@ def _storage_class() -> type[Any]:
 def _beat_quietly(beat: Callable[..., None]) -> Callable[..., None]:
     """A heartbeat runs in Optuna's thread, where an exception is printed as a traceback and
     stops the beats: once the storage is gone, the trial's own thread says so, once."""
+
     @functools.wraps(beat)
     def quietly(*args: Any, **kwargs: Any) -> None:
         with contextlib.suppress(StorageUnavailable):

@@ -101,9 +101,12 @@ def write_study(
     n_trials: int = 3,
     epochs: int = 2,
     top: str = 'image_size = [8, 8]\ncolor_mode = "grayscale"',
+    sampler_seed: int | None = None,
 ) -> Path:
     """``folder/<name>.toml``: a random-sampler study of ``families`` on ``dataset``."""
     family = ", ".join(f'"{f}"' for f in families)
+    if sampler_seed is not None:
+        top += f"\nsampler_seed = {sampler_seed}"
     text = (
         f'description = "test study {name}"\n'
         f'dataset = "{dataset}"\n'

@@ -9,6 +9,7 @@ import os
 import pickle
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -391,10 +392,16 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 
 
 def _optuna_db(path: Path) -> None:
+    """A study's database in WAL mode, as sweep keeps it: a read-only connection to it would
+    leave -wal and -shm files beside it, which the snapshot would see."""
+    import sqlite3
+
     url = f"sqlite:///{path}"
     study = optuna.create_study(study_name="s", storage=url)
     study.tell(study.ask(), 1.0)
     optuna.storages.RDBStorage(url).engine.dispose()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _truncated_db(path: Path) -> None:
@@ -407,7 +414,7 @@ def _future_db(path: Path) -> None:
     import sqlite3
 
     _optuna_db(path)
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:  # closed: no -wal left open here
         conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
 
 

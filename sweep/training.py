@@ -8,8 +8,10 @@ metrics a trial records. Nothing here knows about Optuna.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,44 @@ if TYPE_CHECKING:
 
     from sweep._callbacks import EpochLog
 
-__all__ = ["diverged", "platform", "scores", "train", "trial_seed"]
+__all__ = ["OutOfMemory", "diverged", "out_of_memory", "platform", "scores", "train", "trial_seed"]
+
+
+class OutOfMemory(TrialFailure):
+    """A trial's batch did not fit in the GPU's memory (or the host's, on the CPU): that trial
+    fails, its memory is given back, and the worker goes on with the next trial."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Keras backend's out-of-memory error: TensorFlow's
+    ``ResourceExhaustedError``, PyTorch's ``OutOfMemoryError``, or an XLA runtime error of
+    JAX's that says ``RESOURCE_EXHAUSTED``. Only backends already imported are asked."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    if errors is not None and isinstance(exc, errors.ResourceExhaustedError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    jax = sys.modules.get("jax")
+    runtime = getattr(getattr(jax, "errors", None), "JaxRuntimeError", None)
+    return runtime is not None and isinstance(exc, runtime) and "RESOURCE_EXHAUSTED" in str(exc)
+
+
+def _give_back_memory(backend: str) -> None:
+    """After an out-of-memory error: free what the failed step held. Its arrays go back to the
+    backend's allocator, which the next trial reuses; PyTorch's cached blocks go back to the
+    GPU, for the other workers on it (JAX's and TensorFlow's allocators keep what they took
+    until the process ends)."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)  # collects: the step's frames are gone
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    gc.collect()
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -126,6 +165,7 @@ def train(
     ``epoch_log`` collects the per-epoch metrics; pass one to read them after a pruned run.
 
     Raises:
+        OutOfMemory: a batch did not fit in memory; what it held is given back first.
         TrialFailure: the loss became NaN or infinite (the run diverged), or a family of
             one's own failed to build its model.
     """
@@ -159,21 +199,32 @@ def train(
     epochs = epoch_log or EpochLog()
     extra = [BestWeights()] if spec.score == "best_epoch" else []
     start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=params.epochs,
-        shuffle=False,  # the pipeline shuffles each epoch (Keras warns of, or adds, its own)
-        verbose=0,
-        callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *extra, *(callbacks or [])],
-    )
-    seconds = time.perf_counter() - start
-    loss = epochs.history.get("loss", [])
-    if not loss or not all(math.isfinite(v) for v in loss):
-        raise TrialFailure(diverged(loss))
+    fits = True
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=params.epochs,
+            shuffle=False,  # the pipeline shuffles each epoch (Keras warns of, or adds, its own)
+            verbose=0,
+            callbacks=[epochs, keras.callbacks.TerminateOnNaN(), *extra, *(callbacks or [])],
+        )
+        seconds = time.perf_counter() - start
+        loss = epochs.history.get("loss", [])
+        if not loss or not all(math.isfinite(v) for v in loss):
+            raise TrialFailure(diverged(loss))
+        probabilities = model.predict(data.eval_dataset(splits.x_test, splits.y_test), verbose=0)
+    except Exception as exc:  # only a backend's out-of-memory error is handled here
+        if not out_of_memory(exc):
+            raise
+        fits = False  # raised below, once this frame lets go of the failed step's arrays
+    if not fits:
+        del model, train_ds, val_ds
+        _give_back_memory(keras.backend.backend())
+        where = "GPU memory" if _gpu(keras.backend.backend()) else "memory"
+        raise OutOfMemory(f"out of {where} at batch {params.batch_size}")
     val = epochs.history["val_accuracy"]
     best = max(range(len(val)), key=val.__getitem__)  # the first of equals
-    probabilities = model.predict(data.eval_dataset(splits.x_test, splits.y_test), verbose=0)
     test = scores(probabilities, splits.y_test)
     return model, Scores(
         val_accuracy=float(val[-1]),

@@ -3,15 +3,17 @@ own (a process has one backend), and prints what its trials recorded as JSON.
 
 Through sweep's own objective and trial loop, on tiny synthetic data: every family for two
 epochs with augmentation; a trial whose learning rate makes it diverge; a trial that its
-pruner stops after the first epoch. ``tests/test_backends.py`` runs it for each backend.
+pruner stops after the first epoch; a trial whose training step raises the backend's own
+out-of-memory error, then one that trains. ``tests/test_backends.py`` runs it for each backend.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -44,6 +46,59 @@ epochs = 2
 epochs = 2
 """
 
+OUT_OF_MEMORY = """
+description = "a batch that does not fit, then a trial that does"
+dataset = "synthetic"
+[space]
+family = ["backend_probe:out_of_memory", "dropout"]
+epochs = 2
+batch_size = 32
+[sampler]
+name = "grid"
+[baseline]
+epochs = 1
+"""
+
+_BUILT: list[weakref.ref[Any]] = []  # every model out_of_memory built: each must be freed
+
+
+def _backend_out_of_memory() -> Exception:
+    """The error this process's backend raises when a step does not fit in GPU memory."""
+    import keras
+
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax
+
+        return jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes."
+        )
+    if name == "torch":
+        import torch
+
+        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB.")
+    import tensorflow as tf
+
+    return tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+
+def out_of_memory(params: Any, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A family whose training step raises the backend's out-of-memory error, as a batch that
+    does not fit would: from inside the layer's call, while the step runs (or is traced)."""
+    import keras
+
+    class RunsOutOfMemory(keras.layers.Layer):
+        def call(self, x: Any, training: bool | None = None) -> Any:
+            if training:
+                raise _backend_out_of_memory()
+            return x
+
+    inputs = keras.Input(input_shape)
+    x = RunsOutOfMemory()(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    _BUILT.append(weakref.ref(model))
+    return model
+
 
 def main(backend: str, work: Path) -> dict[str, object]:
     from sweep import devices
@@ -65,7 +120,12 @@ def main(backend: str, work: Path) -> dict[str, object]:
     url = f"sqlite:///{work / 'probe.db'}"
     storage = open_storage(url)
     out: dict[str, object] = {}
-    for name, text, budget in (("families", FAMILIES, 4), ("diverges", DIVERGES, 2)):
+    studies_here = (
+        ("families", FAMILIES, 4),
+        ("diverges", DIVERGES, 2),
+        ("out_of_memory", OUT_OF_MEMORY, 3),
+    )
+    for name, text, budget in studies_here:
         spec = loads_study(text, name=name, source="backend_probe")
         run = RunOptions(name, url, spec, budget=budget, subset=200)
         the_study = studies.open_study(run, storage=storage)
@@ -80,8 +140,15 @@ def main(backend: str, work: Path) -> dict[str, object]:
     pruned.optimize(Objective(spec, splits), n_trials=1, catch=())
     out["pruned"] = [_shown(t, records.read(t)) for t in pruned.get_trials()]
 
+    import gc
+
     import keras
 
+    # The study imported this file again, as the module its family names.
+    from backend_probe import _BUILT as built
+
+    gc.collect()
+    out["out_of_memory_models_freed"] = [ref() is None for ref in built]
     out["keras_backend"] = keras.backend.backend()
     out["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
     return out

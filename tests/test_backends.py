@@ -63,6 +63,14 @@ def test_every_family_trains_prunes_and_diverges_alike_on(backend: str, tmp_path
     assert diverged["state"] == "PRUNED" and diverged["epochs_run"] == 1
     assert diverged["failure"].startswith("diverged: training loss became nan in epoch 1")
 
+    # Out of memory is the trial's failure, not the worker's: the next trial trains.
+    baseline, no_room, next_one = got["out_of_memory"]
+    assert baseline["state"] == "COMPLETE" and next_one["state"] == "COMPLETE"
+    assert no_room["family"] == "backend_probe:out_of_memory" and no_room["state"] == "PRUNED"
+    assert no_room["failure"] == "out of memory at batch 32"  # "GPU memory" on a GPU
+    assert next_one["family"] == "dropout" and next_one["epochs_run"] == 2
+    assert got["out_of_memory_models_freed"] == [True]  # the failed trial's model is let go
+
     (pruned,) = got["pruned"]
     assert pruned["state"] == "PRUNED" and pruned["failure"] is None
     assert pruned["epochs_run"] == 1 and list(pruned["intermediate"]) == ["1"]

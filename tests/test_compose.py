@@ -111,14 +111,41 @@ def test_the_worker_runs_anywhere_and_the_override_makes_it_a_gpu_worker(compose
 
     (device,) = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert [interpolate(d, {}) for d in device["device_ids"]] == ["0"]  # one GPU per worker
-    assert [interpolate(d, {"SWEEP_GPU": "3"}) for d in device["device_ids"]] == ["3"]
+    assert device["count"] == "all" and "device_ids" not in device  # every GPU of the host
     extras = gpu["services"]["worker"]["build"]["args"]["EXTRAS"]
     assert interpolate(extras, {}) == "gpu"  # TensorFlow with its CUDA libraries
     assert interpolate(extras, {"SWEEP_EXTRAS": "jax-gpu"}) == "jax-gpu"  # or another backend
     assert gpu["services"]["worker"]["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
     assert gpu["services"]["worker"]["environment"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
-    assert set(gpu["services"]) == {"worker"}  # it only adds the GPU to the worker
+    # nvidia-smi in the container, where the launcher lists the GPUs.
+    assert "utility" in gpu["services"]["worker"]["environment"]["NVIDIA_DRIVER_CAPABILITIES"]
+    assert set(gpu["services"]) == {"worker"}  # it only makes the worker a GPU host's
+
+
+def _workers_per_gpu(command: str | list[str], gpus: list[str]) -> list[str | None]:
+    """The GPU of each worker the GPU worker's command starts on a host with ``gpus``."""
+    from sweep import devices
+    from sweep.cli import command_parser
+
+    argv = shlex.split(command) if isinstance(command, str) else command
+    assert argv[:2] == ["sweep", "launch"]
+    args = command_parser("launch").parse_args(argv[2:])
+    chosen = devices.parse_gpus(args.gpus, gpus)
+    placements = devices.plan(workers=1, gpus=chosen, per_gpu=args.trials_per_gpu)
+    return [p.gpu for p in placements]
+
+
+def test_the_gpu_host_runs_k_workers_on_each_of_its_gpus(gpu) -> None:
+    command = gpu["services"]["worker"]["command"]
+    # The default: one worker on each GPU; SWEEP_TRIALS_PER_GPU packs more onto each.
+    assert _workers_per_gpu(interpolate(command, {}), ["0", "1"]) == ["0", "1"]
+    packed = interpolate(command, {"SWEEP_TRIALS_PER_GPU": "3", "SWEEP_STUDY": "exp3"})
+    assert _workers_per_gpu(packed, ["0", "1"]) == ["0", "0", "0", "1", "1", "1"]
+    assert shlex.split(packed)[:4] == ["sweep", "launch", "--study", "exp3"]
+    # Some of them only; and the workers' own options, as on the CPU host.
+    some = interpolate(command, {"SWEEP_GPUS": "1,3", "SWEEP_WORKER_ARGS": "--subset 500"})
+    assert _workers_per_gpu(some, ["0", "1", "2", "3"]) == ["1", "3"]
+    assert shlex.split(some)[-2:] == ["--subset", "500"]
 
 
 def test_the_workers_command_takes_a_study_and_options(compose) -> None:
@@ -300,12 +327,18 @@ def test_compose_reads_both_variants_as_meant(argv, version, tmp_path: Path) -> 
     assert [_published(p) for p in cpu["postgres"]["ports"]] == [("127.0.0.1", "15432")]
     assert [_published(p) for p in cpu["dashboard"]["ports"]] == [("127.0.0.1", "18080")]
 
+    settings["SWEEP_TRIALS_PER_GPU"] = "4"
     gpu_run = config()  # no -f: docker-compose.yml and docker-compose.override.yml
     assert gpu_run.returncode == 0, gpu_run.stderr
     worker = yaml.safe_load(gpu_run.stdout)["services"]["worker"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert (device["driver"], device["device_ids"]) == ("nvidia", ["0"])
+    assert (device["driver"], str(device["count"])) == ("nvidia", "all")
     assert worker["build"]["args"]["EXTRAS"] == "gpu"
+    # One container per host: 4 workers on each of its GPUs (2 here), the study's options.
+    assert _workers_per_gpu(worker["command"], ["0", "1"]) == ["0"] * 4 + ["1"] * 4
+    command = worker["command"]
+    command = shlex.split(command) if isinstance(command, str) else command
+    assert command[-4:] == ["--subset", "500", "--n-trials", "3"]
     env_file.write_text("COMPOSE_FILE=docker-compose.yml\n")  # how .env picks the CPU variant
     assert "deploy" not in yaml.safe_load(config().stdout)["services"]["worker"]
 

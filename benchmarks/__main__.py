@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import backends, claims, overhead, signals, suite
+from benchmarks import backends, claims, memory, overhead, signals, suite
 
 BENCHMARKS = {
     "overhead": overhead.overhead,
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "claims": claims.claims,
     "signals": signals.signals,
     "backends": backends.backends,
+    "memory": memory.memory,
 }
 
 

@@ -92,8 +92,10 @@ def run_trials(
     budget: int,
     stop: StopEvent,
     on_trial_end: Sequence[OnTrialEnd] = (),
+    most: int | None = None,
 ) -> int:
-    """Run trials until the study has ``budget`` finished ones; return how many ran here.
+    """Run trials until the study has ``budget`` finished ones, or until ``most`` ran here;
+    return how many ran here.
 
     A pruned trial ends PRUNED. A trial that diverges ends PRUNED too, with the reason in its
     record's ``failure``, so it spends budget but can never be the best. Any other exception
@@ -191,6 +193,8 @@ def run_trials(
                         # back (an UnboundLocalError in its own clean-up): say what happened.
                         raise lost from None
                     ran += 1
+                    if most is not None and ran >= most:
+                        return ran
                     continue
             # Other workers' trials are running: wait for them to finish, or to go stale. A
             # check is a lock and two narrow queries; every 0.5 s, the last worker to finish

@@ -76,8 +76,10 @@ def serve(
     create: bool = True,
     progress: bool = False,
     arrays: Arrays | None = None,
+    most: int | None = None,
 ) -> tuple[optuna.Study, int, bool]:
-    """Open the run's study and take its trials until the budget is spent.
+    """Open the run's study and take its trials until the budget is spent (or ``most`` ran
+    here: see :mod:`sweep.recycle`).
 
     The data and the artifact folder are checked before the storage is written; TensorFlow
     (or the run's Keras backend) is imported then, quietly, with this worker's device
@@ -129,7 +131,13 @@ def serve(
         hooks.append(bar)
     try:
         ran = loop.run_trials(
-            the_study, objective, storage=storage, budget=run.budget, stop=stop, on_trial_end=hooks
+            the_study,
+            objective,
+            storage=storage,
+            budget=run.budget,
+            stop=stop,
+            on_trial_end=hooks,
+            most=most,
         )
     except Interrupted:
         return the_study, 0, True
@@ -233,6 +241,7 @@ class Launched:
     study: optuna.Study
     interrupted: bool
     failed: tuple[str, ...] = ()
+    ran: int = 0  # trials run in this process (one placement)
 
 
 def launch(
@@ -242,16 +251,20 @@ def launch(
     stop: StopEvent,
     progress: bool = True,
     arrays: Arrays | None = None,
+    most: int | None = None,
 ) -> Launched:
     """Create or resume the run's study and spend its budget: in this process with one
-    placement, else with one ``sweep worker`` process per placement.
+    placement (at most ``most`` trials: see :mod:`sweep.recycle`), else with one ``sweep
+    worker`` process per placement.
 
     ``run`` and ``arrays`` come from :func:`prepare`.
     """
     if len(placements) == 1:
         os.environ.update(placements[0].env)  # before TensorFlow starts
-        the_study, _, interrupted = serve(run, stop=stop, progress=progress, arrays=arrays)
-        return Launched(the_study, interrupted)
+        the_study, ran, interrupted = serve(
+            run, stop=stop, progress=progress, arrays=arrays, most=most
+        )
+        return Launched(the_study, interrupted, ran=ran)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -528,3 +528,32 @@ def test_a_trial_another_optuna_client_asked_holds_no_budget_and_no_launch_waits
     states = {t.number: t.state.name for t in trials}
     assert states.pop(asked.number) == "RUNNING"
     assert len(states) == 3 and set(states.values()) <= {"COMPLETE", "PRUNED"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["worker", "launch"])
+def test_a_worker_replaces_its_process_every_n_trials_and_loses_none(
+    tmp_path: Path, command: str
+) -> None:
+    """What TensorFlow keeps per trial goes with the process: a worker execs itself every N
+    trials, between trials, keeping its PID; the study runs to its budget as if it had not."""
+    (tmp_path / "tiny.toml").write_text(TINY)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    args = ["sweep", command, "--study", "tiny.toml", "--storage", url, "--subset", "200"]
+    env = {"SWEEP_RECYCLE_TRIALS": "2", "SWEEP_LOG_LEVEL": "INFO"}
+    done = run_cli(*args, *(["--quiet"] if command == "launch" else []), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = _trials(url, "tiny")
+    assert _states(trials) == ["COMPLETE"] * 5  # none lost, none twice, the budget exact
+    assert len({t.user_attrs["worker"] for t in trials}) == 1  # one PID throughout
+    replaced = done.stderr.count("replacing this worker's process after 2 trials")
+    assert replaced == 2  # after trials 2 and 4; the fifth ends the study
+    if command == "launch":
+        assert done.stdout.count("study 'tiny' in") == 1  # the table once, at the end
+
+    # 0 turns it off: one process runs all five.
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    args[args.index("--storage") + 1] = url
+    done = run_cli(*args, cwd=tmp_path, env={**env, "SWEEP_RECYCLE_TRIALS": "0"})
+    assert done.returncode == 0 and "replacing" not in done.stderr
+    assert _states(_trials(url, "tiny")) == ["COMPLETE"] * 5

@@ -177,6 +177,7 @@ _NUMERIC_ENV = {
     "SWEEP_HEARTBEAT_GRACE": (1, _DAY, "seconds without a heartbeat before a trial is stale"),
     "SWEEP_STORAGE_RETRY": (0, _DAY, "seconds a lost storage connection is retried"),
     "SWEEP_GPU_MEMORY_MB": (1, 2**20, "GPU memory limit per worker, in MB"),
+    "SWEEP_RECYCLE_TRIALS": (0, 10**6, "trials before a worker replaces its process; 0: never"),
     "OMP_NUM_THREADS": (1, 4096, "threads per worker, for PyTorch and OpenMP"),
     "TF_NUM_INTRAOP_THREADS": (1, 4096, "TensorFlow's threads within an operation"),
     "TF_NUM_INTEROP_THREADS": (1, 4096, "TensorFlow's threads across operations"),

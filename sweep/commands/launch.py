@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from sweep import data, devices, loop, models, records, runner, study, tables
+from sweep import data, devices, loop, models, records, recycle, runner, study, tables
 from sweep.commands import _options
 from sweep.run import RunOptions
 from sweep.space import planned
@@ -140,8 +140,14 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     _options.storage_url(args)  # checked now, not for a dry run
     the_run, arrays = runner.prepare(the_run)
     study.check_resumable(the_run)
-    launched = runner.launch(the_run, where, stop=stop, progress=not args.quiet, arrays=arrays)
+    most = recycle.every(the_run.keras_backend) if len(where) == 1 else None
+    launched = runner.launch(
+        the_run, where, stop=stop, progress=not args.quiet, arrays=arrays, most=most
+    )
     the_study = launched.study
+    done = loop.finished(the_study)
+    if not launched.interrupted and recycle.due(most, launched.ran, done, the_run.budget):
+        recycle.replace_process(launched.ran)  # the same command again: it resumes
     print(tables.format_table(tables.rows(records.read_all(the_study))))
     print(f"\nstudy {the_study.study_name!r} in {redact(url)}")
     if launched.interrupted:
@@ -149,7 +155,6 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
         return 130
     for line in launched.failed:
         print(line, file=sys.stderr)
-    done = loop.finished(the_study)
     if done < the_run.budget:
         print(f"the study has {done} of {the_run.budget} trials; run the same command to resume")
         return 1

@@ -14,7 +14,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from sweep import loop, runner, study
+from sweep import loop, recycle, runner, study
 from sweep.commands import _options
 from sweep.config import DATASETS, find_study_file, names_a_file, resolve_dataset
 from sweep.errors import UserError
@@ -94,8 +94,11 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     arrays = None
     if create:  # this worker makes the study: its data and families checked first, as launch's
         the_run, arrays = runner.prepare(the_run)
-    the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays)
+    most = recycle.every(the_run.keras_backend)
+    the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays, most=most)
     name = the_study.study_name
+    if not interrupted and recycle.due(most, ran, loop.finished(the_study), the_run.budget):
+        recycle.replace_process(ran)
     if interrupted:
         log.warning(
             "interrupted: the trial it was running, if any, was requeued; study %r has %d of "

@@ -1,0 +1,57 @@
+"""A worker replaces its own process every N trials, so that what a backend keeps per trial
+is given back.
+
+TensorFlow keeps about 16 MB of a process's memory for every model it has trained, which
+neither Python's collector, ``keras.backend.clear_session``, removing the traced functions
+from TensorFlow's context nor ``malloc_trim`` gives back (``python -m benchmarks.memory``
+measures it; JAX and PyTorch level off). So a worker on TensorFlow, between two trials and
+with none running, ``exec``s its own command line every :data:`TENSORFLOW_EVERY` trials: the
+same PID (a launcher, Docker and a scheduler see one process throughout), a fresh heap. The
+new process reads its data again and joins the study as any worker does; no trial is lost,
+since none is running. ``$SWEEP_RECYCLE_TRIALS`` sets N for every backend (0: never).
+
+The Python API (:func:`sweep.run`) trains in its caller's process, which it cannot replace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+__all__ = ["RECYCLE_ENV", "TENSORFLOW_EVERY", "due", "every", "replace_process"]
+
+log = logging.getLogger(__name__)
+
+RECYCLE_ENV = "SWEEP_RECYCLE_TRIALS"
+TENSORFLOW_EVERY = 25
+
+
+def every(backend: str) -> int | None:
+    """After how many trials a worker on ``backend`` replaces its process; None: never."""
+    value = os.environ.get(RECYCLE_ENV, "")
+    n = int(value) if value else (TENSORFLOW_EVERY if backend == "tensorflow" else 0)
+    return n or None
+
+
+def due(most: int | None, ran: int, finished: int, budget: int) -> bool:
+    """Whether a worker that ran ``ran`` trials, in a study with ``finished`` of ``budget``,
+    replaces its process now: it stopped at its ``most`` and the study goes on."""
+    return most is not None and ran >= most and finished < budget
+
+
+def replace_process(ran: int) -> NoReturn:
+    """``exec`` this process's own command line again: same PID, same environment and
+    folder, a fresh interpreter."""
+    log.info(
+        "replacing this worker's process after %d trials, which gives back the memory its "
+        "backend kept (%s)",
+        ran,
+        RECYCLE_ENV,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

@@ -5,7 +5,9 @@ One real ``sweep worker`` per backend, on its own SQLite study of short trials (
 as in any study). From outside, every 0.2 s, this reads the worker's resident memory
 (``/proc/PID/status``, VmRSS) and the study's finished trials; the RSS when trial N has
 finished is the first reading that sees N. The figure is the growth per trial from trial 20
-(everything imported, every family's code traced once) to the last.
+(everything imported, every family's code traced once) to the last: the slope of a straight
+line through those readings, since a worker that replaces its process (``sweep.recycle``)
+goes up and down; the least and most RSS beside it.
 
 ``python -m benchmarks.memory [--trials N] [BACKEND ...]`` prints one line per backend.
 """
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,12 +98,27 @@ def worker_rss(backend: str, trials: int, work: Path) -> dict[int, float]:
     return seen
 
 
-def growth(seen: dict[int, float]) -> tuple[int, float, int, float, float]:
-    """(trial at warm-up, its RSS, last trial, its RSS, MB per trial between them)."""
-    warm = min((n for n in seen if n >= WARM), default=min(seen))
-    last = max(seen)
-    per_trial = (seen[last] - seen[warm]) / max(1, last - warm)
-    return warm, seen[warm], last, seen[last], per_trial
+def growth(seen: dict[int, float]) -> dict[str, float]:
+    """RSS after trial 20 (or the first seen past it), after the last, the most and least
+    from trial 20 on, and the growth per trial: the least-squares slope of RSS over trials 20
+    to the last, which a worker that replaces its process (a saw-tooth) keeps near 0."""
+    after = {n: mb for n, mb in seen.items() if n >= WARM} or seen
+    warm, last = min(after), max(after)
+    xs = sorted(after)
+    slope = statistics.linear_regression(xs, [after[n] for n in xs]).slope if len(xs) > 1 else 0
+    return {
+        "warm_trial": warm, "rss_warm_mb": round(after[warm]), "last_trial": last,
+        "rss_last_mb": round(after[last]), "rss_max_mb": round(max(after.values())),
+        "rss_min_mb": round(min(after.values())), "mb_per_trial": round(slope, 2),
+    }  # fmt: skip
+
+
+def _shown(backend: str, g: dict[str, float]) -> str:
+    return (
+        f"{backend}: {g['rss_warm_mb']} MB after trial {g['warm_trial']}, {g['rss_last_mb']} MB "
+        f"after trial {g['last_trial']} (from trial {g['warm_trial']} on: {g['rss_min_mb']} to "
+        f"{g['rss_max_mb']} MB), {g['mb_per_trial']:+.2f} MB per trial"
+    )
 
 
 def memory(quick: bool, backends: tuple[str, ...] = ("tensorflow", "jax", "torch")) -> Result:
@@ -110,18 +128,11 @@ def memory(quick: bool, backends: tuple[str, ...] = ("tensorflow", "jax", "torch
     per: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sweep-memory-") as tmp:
         for backend in backends:
-            warm, at_warm, last, at_last, per_trial = growth(worker_rss(backend, trials, Path(tmp)))
-            per[backend] = {
-                "rss_mb": {warm: round(at_warm), last: round(at_last)},
-                "mb_per_trial": round(per_trial, 2),
-            }
-    worst = max(v["mb_per_trial"] for v in per.values())
-    shown = "; ".join(
-        f"{b}: {' -> '.join(f'{mb} MB after trial {n}' for n, mb in v['rss_mb'].items())}, "
-        f"{v['mb_per_trial']:+.2f} MB per trial"
-        for b, v in per.items()
-    )
-    return Result("memory", worst, FLOOR_MB, details=shown, data=per)
+            per[backend] = growth(worker_rss(backend, trials, Path(tmp)))
+    worst = max(g["mb_per_trial"] for g in per.values())
+    shown = "; ".join(_shown(b, g) for b, g in per.items())
+    details = f"{shown} ({trials} one-epoch trials each)"
+    return Result("memory", worst, FLOOR_MB, details=details, data=per)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sweep-memory-") as tmp:
         for backend in args.backends:
             seen = worker_rss(backend, args.trials, Path(tmp))
-            warm, at_warm, last, at_last, per_trial = growth(seen)
             points = ", ".join(f"{n}:{seen[n]:.0f}" for n in sorted(seen) if n % 10 == 0)
-            print(
-                f"{backend}: {at_warm:.0f} MB after trial {warm}, {at_last:.0f} MB after trial "
-                f"{last}: {per_trial:+.2f} MB per trial (every 10th: {points})",
-                flush=True,
-            )
+            print(f"{_shown(backend, growth(seen))} (every 10th: {points})", flush=True)
     return 0
 
 

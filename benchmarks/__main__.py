@@ -25,6 +25,7 @@ BENCHMARKS = {
     "workers": suite.workers,
     "gpu_packing": suite.gpu_packing,
     "claims": claims.claims,
+    "long_study": claims.long_study,
     "signals": signals.signals,
     "backends": backends.backends,
     "memory": memory.memory,

@@ -83,10 +83,15 @@ class _Claims:
         self.asked = time.monotonic()
 
 
-def _spec() -> Any:
+# The long study's: the same space, drawn at random (no grid point, nothing enqueued but the
+# baseline), so that a study of any length holds no WAITING trials for Optuna to read again.
+_RANDOM_STUDY = _STUDY.replace('name = "grid"', 'name = "random"')
+
+
+def _spec(text: str = _STUDY) -> Any:
     from sweep.config import loads_study
 
-    return loads_study(_STUDY, name="claims", source="benchmarks/claims.py")
+    return loads_study(text, name="claims", source="benchmarks/claims.py")
 
 
 def _objective(spec: Any, claims: _Claims) -> Callable[[Any], float]:
@@ -196,8 +201,12 @@ class Row:
         return self.budget / self.seconds
 
 
-def _create(side: str, url: str, name: str, budget: int) -> None:
-    """Create the study and enqueue the budget's planned points, on one side's way."""
+def _create(
+    side: str, url: str, name: str, budget: int, text: str = _STUDY, filled: int = 0
+) -> None:
+    """Create the study of ``text`` and enqueue the budget's planned points, on one side's
+    way; with ``filled`` (sweep's side only), it holds that many finished trials first, its
+    budget past them."""
     import optuna
 
     from sweep import records
@@ -206,11 +215,13 @@ def _create(side: str, url: str, name: str, budget: int) -> None:
     from sweep.space import optuna_params, planned
     from sweep.storage import open_storage
 
-    spec = _spec()
+    spec = _spec(text)
     if side == "sweep":
         storage = open_storage(url)
-        run = RunOptions(study_name=name, url=url, spec=spec, budget=budget)
+        run = RunOptions(study_name=name, url=url, spec=spec, budget=budget + filled)
         studies.open_study(run, storage=storage)
+        if filled:
+            _fill(url, name, filled, spec)
     else:
         storage = optuna.storages.RDBStorage(url)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
@@ -222,13 +233,54 @@ def _create(side: str, url: str, name: str, budget: int) -> None:
     storage.engine.dispose()  # no connection held while the workers run
 
 
+FILLED = "claims_filled"  # the user attr of a trial added in bulk: not one the workers ran
+
+
+def _fill(url: str, name: str, n: int, spec: Any) -> None:
+    """Add ``n`` finished trials to the study in bulk, each a point of its space with the
+    scores and curves a finished sweep trial records, as a long study holds them."""
+    import optuna
+
+    from sweep.space import distribution, grid, optuna_params
+
+    points = grid(spec)
+    dists = {d.name: distribution(d) for d in spec.varying}
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = []
+    for i in range(n):
+        params = optuna_params(spec, points[i % len(points)])
+        val = 0.3 + 0.4 * ((i * 7919) % 1000) / 1000
+        attrs = {
+            FILLED: True, "family": "baseline", "is_baseline": False, "val_accuracy": val,
+            "best_val_accuracy": val, "best_epoch": 3, "test_accuracy": val - 0.01,
+            "test_loss": 1.2, "precision": val, "recall": val, "n_params": 923914,
+            "epochs_run": 3, "train_seconds": 12.5, "delta_vs_baseline": val - 0.5,
+            "delta_test_vs_baseline": val - 0.51,
+            "history": {"loss": [2.0, 1.6, 1.3], "val_accuracy": [val - 0.1, val - 0.05, val]},
+        }  # fmt: skip
+        trials.append(
+            optuna.trial.create_trial(
+                params={k: params[k] for k in dists if k in params},
+                distributions={k: dists[k] for k in dists if k in params},
+                value=val,
+                user_attrs=attrs,
+                intermediate_values={1: val - 0.1, 2: val - 0.05, 3: val},
+            )
+        )
+    study.add_trials(trials)
+    storage.engine.dispose()
+
+
 def _outcome(url: str, name: str) -> tuple[int, int]:
-    """(finished, duplicates) among the study's trials; the study is deleted after."""
+    """(finished, duplicates) among the study's trials that its workers ran (not the ones
+    added in bulk); the study is deleted after."""
     import optuna
     from optuna.trial import TrialState
 
     storage = optuna.storages.RDBStorage(url)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    trials = [t for t in trials if not t.user_attrs.get(FILLED)]
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     complete = [
         json.dumps(t.params, sort_keys=True) for t in trials if t.state == TrialState.COMPLETE
@@ -252,10 +304,15 @@ def _drop(url: str, name: str) -> None:
         storage.engine.dispose()
 
 
-def _measure(side: str, backend: str, url: str, workers: int, budget: int, logs: Path) -> Row:
-    """Run one side of one configuration: create, start the workers, release them together."""
+def _measure(
+    side: str, backend: str, url: str, workers: int, budget: int, logs: Path,
+    *, text: str = _STUDY, filled: int = 0, inspect: Callable[[str], None] | None = None,
+) -> Row:  # fmt: skip
+    """Run one side of one configuration: create, start the workers, release them together.
+    With ``filled``, the study holds that many finished trials first; ``inspect`` is called
+    with the study's name once the workers are done, before it is deleted."""
     name = f"claims-{side}-{workers}-{uuid.uuid4().hex[:8]}"
-    _create(side, url, name, budget)
+    _create(side, url, name, budget, text, filled)
     argv = [sys.executable, "-m", "benchmarks.claims", side, url, name, str(budget)]
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -295,6 +352,12 @@ def _measure(side: str, backend: str, url: str, workers: int, budget: int, logs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    if inspect is not None:
+        try:
+            inspect(name)
+        except BaseException:
+            _drop(url, name)
+            raise
     finished, duplicates = _outcome(url, name)
     return Row(
         backend=backend,
@@ -422,6 +485,116 @@ def claims(quick: bool) -> Result:
         f"{theirs.duplicates}",
         data=data,
         rate=ours.rate,
+    )
+
+
+# --------------------------------------------------------------------------- a long study
+
+
+LONG_FILLED = 10_000
+REPORT_FLOOR_S = 30.0
+
+
+def _timed_report(url: str, name: str, out: Path) -> float:
+    """Wall seconds of ``sweep report`` on the study; it must succeed."""
+    env = {**_env(), "SWEEP_STORAGE": url}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "report", "--study", name, "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"sweep report failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def _timed_dashboard_api(url: str, name: str) -> float:
+    """Wall seconds of the dashboard's study API (``/api/studies/ID``: every trial) on the
+    study, its first request after the server started."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(), "SWEEP_STORAGE": url}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "dashboard", "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=600) as reply:
+                    summaries = json.loads(reply.read())["study_summaries"]
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the dashboard did not start") from None
+                time.sleep(0.3)
+        (study_id,) = [s["study_id"] for s in summaries if s["study_name"] == name]
+        start = time.perf_counter()
+        with urllib.request.urlopen(f"{base}/api/studies/{study_id}", timeout=1800) as reply:
+            trials = len(json.loads(reply.read())["trials"])
+        seconds = time.perf_counter() - start
+        if trials < LONG_FILLED // 10:
+            raise RuntimeError(f"the study API gave {trials} trials")
+        return seconds
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def long_study(quick: bool) -> Result:
+    """sweep's claim rate on a study that already holds 10,000 finished trials (added in
+    bulk, each with a sweep record; 1,000 with --quick) over the same on an empty study,
+    side by side, both of the claims study's space drawn at random (a grid would enqueue a
+    point per trial of the budget, which Optuna reads again on every claim): 300 trials that
+    cost nothing by 32 workers (40 by 4 with --quick), on PostgreSQL. Floor: at least half. ``sweep report`` and the dashboard's study API on the
+    long study are timed beside it; the report's floor is 30 s."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget, workers, filled = (40, 4, 1_000) if quick else (300, 32, LONG_FILLED)
+    url = _postgres()
+    if url is None:
+        return Result("long_study", None, 0.5, higher_is_better=True, details="no PostgreSQL")
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+
+        def inspect(name: str) -> None:
+            timings["report_s"] = _timed_report(url, name, work / "report")
+            timings["dashboard_api_s"] = _timed_dashboard_api(url, name)
+
+        start = time.perf_counter()
+        long = _measure("sweep", "postgresql", url, workers, budget, work,
+                        text=_RANDOM_STUDY, filled=filled, inspect=inspect)  # fmt: skip
+        fill_s = time.perf_counter() - start
+        empty = _measure("sweep", "postgresql", url, workers, budget, work, text=_RANDOM_STUDY)
+    ratio = long.rate / empty.rate
+    report_met = timings["report_s"] <= REPORT_FLOOR_S
+    return Result(
+        "long_study",
+        ratio,
+        0.5,
+        higher_is_better=True,
+        details=f"PostgreSQL, {workers} workers, {budget} trials: {long.rate:.1f} trials/s on a "
+        f"study of {filled:,} finished trials, {empty.rate:.1f} on an empty one ({long.finished} "
+        f"and {empty.finished} finished, {long.duplicates} and {empty.duplicates} duplicates); "
+        f"sweep report {timings['report_s']:.1f} s (floor {REPORT_FLOOR_S:.0f})"
+        f"{'' if report_met else ' MISSED'}, dashboard study API "
+        f"{timings['dashboard_api_s']:.1f} s",
+        data={
+            **timings,
+            "filled": filled,
+            "long_rate": long.rate,
+            "empty_rate": empty.rate,
+            "report_met": report_met,
+            "fill_and_run_s": round(fill_s, 1),
+        },
     )
 
 

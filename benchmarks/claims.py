@@ -552,8 +552,9 @@ def long_study(quick: bool) -> Result:
     bulk, each with a sweep record; 1,000 with --quick) over the same on an empty study,
     side by side, both of the claims study's space drawn at random (a grid would enqueue a
     point per trial of the budget, which Optuna reads again on every claim): 300 trials that
-    cost nothing by 32 workers (40 by 4 with --quick), on PostgreSQL. Floor: at least half. ``sweep report`` and the dashboard's study API on the
-    long study are timed beside it; the report's floor is 30 s."""
+    cost nothing by 32 workers (40 by 4 with --quick), on PostgreSQL. Floor: at least half.
+    ``sweep report`` and the dashboard's study API on the long study are timed beside it; the
+    report's floor is 30 s."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

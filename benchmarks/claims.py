@@ -237,38 +237,103 @@ FILLED = "claims_filled"  # the user attr of a trial added in bulk: not one the 
 
 
 def _fill(url: str, name: str, n: int, spec: Any) -> None:
-    """Add ``n`` finished trials to the study in bulk, each a point of its space with the
-    scores and curves a finished sweep trial records, as a long study holds them."""
+    """Add ``n`` finished trials to the study in bulk: a few multi-row INSERTs into Optuna's
+    own tables (``study.add_trials`` writes one trial at a time: minutes for thousands), each
+    trial a point of its space with the scores, curves and record a finished sweep trial has,
+    as a long study holds them."""
+    import datetime
+
     import optuna
+    import sqlalchemy
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
 
     from sweep.space import distribution, grid, optuna_params
 
     points = grid(spec)
     dists = {d.name: distribution(d) for d in spec.varying}
     storage = optuna.storages.RDBStorage(url)
-    study = optuna.load_study(study_name=name, storage=storage)
-    trials = []
+    study_id = storage.get_study_id_from_name(name)
+    first = len(storage.get_all_trials(study_id, deepcopy=False))
+    now = datetime.datetime.now()
+    finite = models.TrialValueModel.TrialValueType.FINITE
+    step_finite = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+    trial_rows, params, values, attrs, steps = [], [], [], [], []
     for i in range(n):
-        params = optuna_params(spec, points[i % len(points)])
-        val = 0.3 + 0.4 * ((i * 7919) % 1000) / 1000
-        attrs = {
-            FILLED: True, "family": "baseline", "is_baseline": False, "val_accuracy": val,
-            "best_val_accuracy": val, "best_epoch": 3, "test_accuracy": val - 0.01,
-            "test_loss": 1.2, "precision": val, "recall": val, "n_params": 923914,
-            "epochs_run": 3, "train_seconds": 12.5, "delta_vs_baseline": val - 0.5,
-            "delta_test_vs_baseline": val - 0.51,
-            "history": {"loss": [2.0, 1.6, 1.3], "val_accuracy": [val - 0.1, val - 0.05, val]},
-        }  # fmt: skip
-        trials.append(
-            optuna.trial.create_trial(
-                params={k: params[k] for k in dists if k in params},
-                distributions={k: dists[k] for k in dists if k in params},
-                value=val,
-                user_attrs=attrs,
-                intermediate_values={1: val - 0.1, 2: val - 0.05, 3: val},
-            )
+        trial_rows.append(
+            {
+                "number": first + i,
+                "study_id": study_id,
+                "datetime_start": now,
+                "state": optuna.trial.TrialState.COMPLETE,
+                "datetime_complete": now,
+            }
         )
-    study.add_trials(trials)
+    with storage.engine.begin() as conn:
+        ids = (
+            conn.execute(
+                sqlalchemy.insert(models.TrialModel).returning(
+                    models.TrialModel.trial_id, sort_by_parameter_order=True
+                ),
+                trial_rows,
+            )
+            .scalars()
+            .all()
+        )
+        for i, trial_id in enumerate(ids):
+            point = optuna_params(spec, points[i % len(points)])
+            val = 0.3 + 0.4 * ((i * 7919) % 1000) / 1000
+            for key, value in point.items():
+                if key in dists:
+                    params.append(
+                        {
+                            "trial_id": trial_id,
+                            "param_name": key,
+                            "param_value": dists[key].to_internal_repr(value),
+                            "distribution_json": distribution_to_json(dists[key]),
+                        }
+                    )
+            values.append(
+                {"trial_id": trial_id, "objective": 0, "value": val, "value_type": finite}
+            )
+            record = {
+                FILLED: True,
+                "family": "baseline",
+                "is_baseline": False,
+                "val_accuracy": val,
+                "best_val_accuracy": val,
+                "best_epoch": 3,
+                "test_accuracy": val - 0.01,
+                "test_loss": 1.2,
+                "precision": val,
+                "recall": val,
+                "n_params": 923914,
+                "epochs_run": 3,
+                "train_seconds": 12.5,
+                "delta_vs_baseline": val - 0.5,
+                "delta_test_vs_baseline": val - 0.51,
+                "history": {"loss": [2.0, 1.6, 1.3], "val_accuracy": [val - 0.1, val - 0.05, val]},
+            }
+            attrs += [
+                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in record.items()
+            ]
+            steps += [
+                {
+                    "trial_id": trial_id,
+                    "step": step,
+                    "intermediate_value": val - d,
+                    "intermediate_value_type": step_finite,
+                }
+                for step, d in ((1, 0.1), (2, 0.05), (3, 0.0))
+            ]
+        for model, rows in (
+            (models.TrialParamModel, params),
+            (models.TrialValueModel, values),
+            (models.TrialUserAttributeModel, attrs),
+            (models.TrialIntermediateValueModel, steps),
+        ):
+            conn.execute(sqlalchemy.insert(model), rows)
     storage.engine.dispose()
 
 

@@ -54,7 +54,8 @@ def _rss_mb(pid: int) -> float | None:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                    # 0 while the worker execs itself (sweep.recycle): no reading then.
+                    return int(line.split()[1]) / 1024 or None
     except OSError:
         pass
     return None

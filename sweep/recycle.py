@@ -4,11 +4,12 @@ is given back.
 TensorFlow keeps about 16 MB of a process's memory for every model it has trained, which
 neither Python's collector, ``keras.backend.clear_session``, removing the traced functions
 from TensorFlow's context nor ``malloc_trim`` gives back (``python -m benchmarks.memory``
-measures it; JAX and PyTorch level off). So a worker on TensorFlow, between two trials and
+measures it, and what JAX and PyTorch keep). So a worker on TensorFlow, between two trials and
 with none running, ``exec``s its own command line every :data:`TENSORFLOW_EVERY` trials: the
 same PID (a launcher, Docker and a scheduler see one process throughout), a fresh heap. The
 new process reads its data again and joins the study as any worker does; no trial is lost,
-since none is running. ``$SWEEP_RECYCLE_TRIALS`` sets N for every backend (0: never).
+since none is running. ``$SWEEP_RECYCLE_TRIALS`` sets N for every backend (0: never); JAX
+and PyTorch are not replaced unless it says so.
 
 The Python API (:func:`sweep.run`) trains in its caller's process, which it cannot replace.
 """

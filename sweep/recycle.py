@@ -19,9 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import NoReturn
 
-__all__ = ["RECYCLE_ENV", "TENSORFLOW_EVERY", "due", "every", "replace_process"]
+__all__ = ["RECYCLE_ENV", "TENSORFLOW_EVERY", "every", "replace_if_due"]
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +35,12 @@ def every(backend: str) -> int | None:
     return n or None
 
 
-def due(most: int | None, ran: int, finished: int, budget: int) -> bool:
-    """Whether a worker that ran ``ran`` trials, in a study with ``finished`` of ``budget``,
-    replaces its process now: it stopped at its ``most`` and the study goes on."""
-    return most is not None and ran >= most and finished < budget
-
-
-def replace_process(ran: int) -> NoReturn:
-    """``exec`` this process's own command line again: same PID, same environment and
-    folder, a fresh interpreter."""
+def replace_if_due(most: int | None, ran: int, finished: int, budget: int) -> None:
+    """``exec`` this process's own command line again (same PID, environment and folder, a
+    fresh interpreter) if it stopped at its ``most`` trials, having run ``ran``, and the study
+    (``finished`` of ``budget``) goes on; else return."""
+    if most is None or ran < most or finished >= budget:
+        return
     log.info(
         "replacing this worker's process after %d trials, which gives back the memory its "
         "backend kept (%s)",

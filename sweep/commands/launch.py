@@ -146,8 +146,8 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     )
     the_study = launched.study
     done = loop.finished(the_study)
-    if not launched.interrupted and recycle.due(most, launched.ran, done, the_run.budget):
-        recycle.replace_process(launched.ran)  # the same command again: it resumes
+    if not launched.interrupted:  # the same command again, if due: it resumes
+        recycle.replace_if_due(most, launched.ran, done, the_run.budget)
     print(tables.format_table(tables.rows(records.read_all(the_study))))
     print(f"\nstudy {the_study.study_name!r} in {redact(url)}")
     if launched.interrupted:

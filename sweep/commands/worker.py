@@ -97,8 +97,8 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     most = recycle.every(the_run.keras_backend)
     the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays, most=most)
     name = the_study.study_name
-    if not interrupted and recycle.due(most, ran, loop.finished(the_study), the_run.budget):
-        recycle.replace_process(ran)
+    if not interrupted:
+        recycle.replace_if_due(most, ran, loop.finished(the_study), the_run.budget)
     if interrupted:
         log.warning(
             "interrupted: the trial it was running, if any, was requeued; study %r has %d of "

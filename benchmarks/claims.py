@@ -39,11 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.pooler import pgbouncer
 from benchmarks.suite import REPO, Result, _env
 
 POSTGRES_ENV = "SWEEP_BENCH_POSTGRES"  # the PostgreSQL database the benchmark may write
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/claims"
 MIN_RATE = 20.0  # trials/s sweep must reach on PostgreSQL with the most workers
+POOLED = (32, 100, 200)  # workers through PgBouncer, to a server of max_connections = 100
+POOL_SIZE = 40  # PgBouncer's server connections to it
 SIDES = ("sweep", "stock")
 
 # A grid larger than any budget here: each trial is one planned point, enqueued.
@@ -394,10 +397,13 @@ def _measure(
                         text=True,
                     )
                 )
+        unready = []
         for i, p in enumerate(procs):  # every worker imported, opened and loaded
             assert p.stdout is not None
             if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"{side} worker {i} did not start:\n{_tail(logs, name, i)}")
+                unready.append(i)
+        if unready:
+            raise NotStarted(side, len(unready), workers, _tail(logs, name, unready[0]))
         released = time.monotonic()
         for p in procs:
             assert p.stdin is not None
@@ -440,6 +446,16 @@ def _measure(
     )
 
 
+class NotStarted(RuntimeError):
+    """Some of a configuration's workers failed before they were ready (stock Optuna's, past
+    the server's connection limit)."""
+
+    def __init__(self, side: str, failed: int, workers: int, log: str) -> None:
+        last = [line for line in log.splitlines() if line.strip()][-1:] or ["(no output)"]
+        self.failed, self.reason = failed, last[0].strip()
+        super().__init__(f"{failed} of {workers} {side} workers did not start:\n{log}")
+
+
 def _tail(logs: Path, name: str, i: int) -> str:
     text = (logs / f"{name}-{i}.log").read_text()
     return text if len(text) <= 6000 else f"{text[:3000]}\n...\n{text[-3000:]}"
@@ -455,13 +471,14 @@ class ClaimsResult(Result):
 
     rate: float | None = None
     min_rate: float = MIN_RATE
+    pooled_exact: bool = True  # the most workers through PgBouncer spent the budget exactly
 
     @property
     def met(self) -> bool | None:
         ratio_met = super().met
         if ratio_met is None or self.rate is None:
             return ratio_met
-        return ratio_met and self.rate >= self.min_rate
+        return ratio_met and self.rate >= self.min_rate and self.pooled_exact
 
 
 _HEADER = (
@@ -503,7 +520,13 @@ def claims(quick: bool) -> Result:
     stock's on PostgreSQL with the most workers; sweep must also reach 20 trials/s there.
     Every configuration's row (trials/s, slowest claim, duplicate params among completed
     trials, trials run by two workers, finished trials, crashed workers, workers' CPU per
-    trial) goes to stderr and ``data``."""
+    trial) goes to stderr and ``data``.
+
+    Then sweep's workers through PgBouncer in transaction pooling mode (40 server
+    connections; --quick: 4) to the same server: 32, 100 and 200 of them (--quick: 8), each
+    beside stock Optuna's at the same count connecting directly, which past the server's
+    ``max_connections`` cannot start. The most workers through it must spend the budget
+    exactly, with no duplicate and no crashed worker."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
@@ -528,9 +551,42 @@ def claims(quick: bool) -> Result:
                     shown = ratio if side == "sweep" else None
                     print(_table_line(pair[side], shown), file=sys.stderr, flush=True)
                 rows += [pair[side] for side in SIDES]
+        not_started: dict[int, NotStarted] = {}
+        if postgres:
+            pooled, pool = ((8,), 4) if quick else (POOLED, POOL_SIZE)
+            direct = {r.workers for r in rows if r.backend == "postgresql" and r.side == "stock"}
+            print(f"through PgBouncer ({pool} server connections; stock Optuna connects "
+                  "directly, as it would have to)", file=sys.stderr, flush=True)  # fmt: skip
+            with pgbouncer(postgres, pool_size=pool) as through:
+                for workers in pooled:
+                    row = _measure("sweep", "pgbouncer", through, workers, budget, work)
+                    print(_table_line(row, None), file=sys.stderr, flush=True)
+                    rows.append(row)
+                    if workers in direct:
+                        continue
+                    try:
+                        row = _measure("stock", "postgresql", postgres, workers, budget, work)
+                    except NotStarted as exc:
+                        not_started[workers] = exc
+                        print(f"{'postgresql':<10} {workers:>7} stock  {exc.failed} of {workers} "
+                              f"workers could not start: {exc.reason}", file=sys.stderr,
+                              flush=True)  # fmt: skip
+                        continue
+                    print(_table_line(row, None), file=sys.stderr, flush=True)
+                    rows.append(row)
     data: dict[str, Any] = {
         "budget": budget,
         "rows": [vars(r) | {"trials_per_s": r.rate} for r in rows],
+        "not_started": [
+            {
+                "backend": "postgresql",
+                "workers": n,
+                "side": "stock",
+                "failed": e.failed,
+                "reason": e.reason,
+            }
+            for n, e in not_started.items()
+        ],
     }
     key = {(r.backend, r.workers, r.side): r for r in rows}
     top = max(sizes)
@@ -539,6 +595,18 @@ def claims(quick: bool) -> Result:
             "claims", None, 0.5, higher_is_better=True, details="no PostgreSQL", data=data
         )
     ours, theirs = key["postgresql", top, "sweep"], key["postgresql", top, "stock"]
+    most = max(n for b, n, _ in key if b == "pgbouncer")
+    crowd = key["pgbouncer", most, "sweep"]
+    if (most, "stock") in {(n, s) for b, n, s in key if b == "postgresql"}:
+        beside = f"stock Optuna directly {key['postgresql', most, 'stock'].rate:.1f}"
+    else:
+        beside = f"stock Optuna directly could not start ({not_started[most].reason})"
+    pooled_top = key.get(("pgbouncer", top, "sweep"))
+    compared = (
+        f"; {top} through it {pooled_top.rate:.1f} vs {ours.rate:.1f} directly"
+        if pooled_top is not None
+        else ""
+    )
     return ClaimsResult(
         "claims",
         ours.rate / theirs.rate,
@@ -547,9 +615,12 @@ def claims(quick: bool) -> Result:
         details=f"PostgreSQL, {top} workers, {budget} trials: sweep {ours.rate:.1f} trials/s "
         f"(floor {MIN_RATE:.0f}), stock Optuna {theirs.rate:.1f}; sweep finished "
         f"{ours.finished} with {ours.duplicates} duplicates, stock {theirs.finished} with "
-        f"{theirs.duplicates}",
+        f"{theirs.duplicates}. PgBouncer: {most} workers {crowd.rate:.1f} trials/s, "
+        f"{crowd.finished} finished, {crowd.duplicates} duplicates, "
+        f"{sum(crowd.crashed.values())} crashed ({beside}){compared}",
         data=data,
         rate=ours.rate,
+        pooled_exact=crowd.finished == budget and not crowd.duplicates and not crowd.crashed,
     )
 
 

@@ -51,10 +51,9 @@ def budget_counts(study: optuna.Study, storage: Any) -> tuple[int, int]:
     :func:`sweep.storage.open_storage` opens) in narrow queries: the trial loop's check,
     under the study lock. A RUNNING trial with no heartbeat, which another Optuna client
     asked and no worker runs, holds no budget: it would never end or go stale."""
-    states, attrs, unwatched = storage.get_trial_states(
-        _optuna.study_id(study), records.SUPERSEDING_ATTRS
+    return storage.get_budget_counts(
+        _optuna.study_id(study), records.SUPERSEDING_ATTRS, records.superseded_by
     )
-    return _tally(states, records.superseded_by(attrs) | unwatched)
 
 
 def _tally(states: dict[int, optuna.trial.TrialState], ignored: set[int]) -> tuple[int, int]:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import tempfile
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -65,6 +67,10 @@ TCP_USER_TIMEOUT_MS = 50_000
 HEARTBEAT_INTERVAL_S = int(env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
 HEARTBEAT_GRACE_S = int(env_number("SWEEP_HEARTBEAT_GRACE", 60))
 MAX_RETRIES = 2
+# A worker waiting for a study lock tries again within this long, doubling from the least to
+# the most.
+LOCK_POLL_MIN_S = 0.01
+LOCK_POLL_MAX_S = 0.2
 
 
 def default_url() -> str:
@@ -122,7 +128,9 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
         # begins every transaction that writes IMMEDIATE (SweepStorage.configure_engine).
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     # A worker holds at most three connections at once: its trial, its heartbeat thread and,
-    # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections.
+    # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections;
+    # more go through a transaction-pooling pooler (docs/operations.md), where a connection
+    # holds a server connection only inside a transaction.
     return {
         "pool_pre_ping": True,
         "pool_size": 2,
@@ -138,6 +146,11 @@ def _engine_kwargs(parsed: Any) -> dict[str, Any]:
             "keepalives_interval": 10,
             "keepalives_count": 3,
             "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+            # No server-side prepared statements (psycopg prepares a query run five times):
+            # behind a transaction-pooling pooler the next transaction may run on a server
+            # connection that never saw the statement.
+            "prepare_threshold": None,
+            # A pooler passes these on or ignores them (PgBouncer: ignore_startup_parameters).
             "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 "
             f"-c tcp_keepalives_count=3 -c tcp_user_timeout={TCP_USER_TIMEOUT_MS}",
         },
@@ -293,15 +306,20 @@ def _check_schema(url: str, shown: str) -> None:
         if found is None:
             return
         try:
-            current, head = found.get_current_version(), found.get_head_version()
+            _check_version(found, shown)
         except (AssertionError, sqlalchemy.exc.SQLAlchemyError):
             return  # no version stamped yet: a database whose tables are being made
-        if current == head:
-            return
-        if current in found.get_all_versions():
-            fix = "upgrade it with `optuna storage upgrade --storage URL`, or use another storage"
-        else:
-            fix = "a newer Optuna made it: install that version, or use another storage"
+
+
+def _check_version(storage: optuna.storages.RDBStorage, shown: str) -> None:
+    """Refuse a storage whose tables are of another Optuna schema than this Optuna's."""
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current == head:
+        return
+    if current in storage.get_all_versions():
+        fix = "upgrade it with `optuna storage upgrade --storage URL`, or use another storage"
+    else:
+        fix = "a newer Optuna made it: install that version, or use another storage"
     raise UserError(
         f"storage {shown}: its tables are of Optuna's schema {current}, not this Optuna's "
         f"{head}; {fix}"
@@ -341,7 +359,16 @@ def open_storage(
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=MAX_RETRIES
             ),
+            # Checked below instead: Optuna's check reads the version on a second connection
+            # while its session holds a first, and behind a pooler with few server connections
+            # workers that each hold one and wait for another would wait for each other.
+            skip_compatibility_check=True,
         )
+    try:
+        _check_version(storage, redact(str(parsed)))
+    except UserError:
+        storage.engine.dispose()
+        raise
     storage.configure_engine()
     return storage
 
@@ -408,12 +435,26 @@ class Held:
 
 @contextlib.contextmanager
 def _advisory_lock(engine: Any, key: int) -> Iterator[Held]:
+    """A transaction-level advisory lock on ``key``, held until the block ends.
+
+    Correct behind a transaction-pooling pooler (PgBouncer): the lock lives in one transaction,
+    so on one server connection, and goes with it however the transaction ends. A waiter holds
+    no server connection: it tries for the lock, and between tries has no transaction open;
+    otherwise a pooler with fewer server connections than waiters would give them all to
+    waiters while the holder's own queries wait for one.
+    """
     import sqlalchemy
+
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)")
 
     def connect_and_lock() -> Any:
         conn = engine.connect()
         try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            pause = LOCK_POLL_MIN_S
+            while not conn.execute(try_lock, {"k": key}).scalar():
+                conn.rollback()  # no transaction, so no server connection, while it sleeps
+                time.sleep(random.uniform(0, pause))
+                pause = min(pause * 2, LOCK_POLL_MAX_S)
         except BaseException:
             conn.close()
             raise
@@ -424,11 +465,11 @@ def _advisory_lock(engine: Any, key: int) -> Iterator[Held]:
         try:
             yield held
         finally:
-            # A checked-out connection is never silently reconnected: the unlock succeeds
-            # only in the very session that took the lock.
+            # A checked-out connection is never silently reconnected: if this transaction's
+            # session is gone (a restarted server), so is the lock.
             try:
-                unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-                held.lost = not conn.execute(unlock, {"k": key}).scalar()
+                conn.execute(sqlalchemy.text("SELECT 1"))
+                conn.rollback()
             except sqlalchemy.exc.DBAPIError:
                 held.lost = True
 
@@ -466,8 +507,9 @@ def _creation_lock(parsed: Any) -> Iterator[None]:
 def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[Held]:
     """Hold a lock on ``study_name`` shared by every process that uses ``storage``.
 
-    PostgreSQL: a session advisory lock (any host; released by the server if the holder
-    dies, and lost if the server restarts: see :attr:`Held.lost`). SQLite: ``flock`` on
+    PostgreSQL: a transaction-level advisory lock (any host, directly or through a
+    transaction-pooling pooler; released by the server if the holder dies, and lost if the
+    server restarts: see :attr:`Held.lost`). SQLite: ``flock`` on
     ``<database>.lock`` beside the file (one machine; released by the kernel if the holder
     dies; never lost).
     """

@@ -60,7 +60,8 @@ def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
         for backend in ("postgresql", "sqlite")
         for n in (1, 4)
         for side in ("sweep", "stock")
-    }
+    } | {("pgbouncer", 8, "sweep"), ("postgresql", 8, "stock")}  # 8 through the pooler
+    assert result["data"]["not_started"] == []  # 8 stock workers fit in the server
     for (backend, n, side), row in rows.items():
         assert row["budget"] == result["data"]["budget"] == 40
         assert row["trials_per_s"] == row["budget"] / row["seconds"] > 0
@@ -75,4 +76,6 @@ def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
 
     sweep, stock = rows["postgresql", 4, "sweep"], rows["postgresql", 4, "stock"]
     assert result["ratio"] == sweep["trials_per_s"] / stock["trials_per_s"]
+    pooled = rows["pgbouncer", 8, "sweep"]
+    assert "PgBouncer: 8 workers" in line and f"{pooled['finished']} finished" in line
     assert result["met"] == (result["ratio"] >= 0.5 and sweep["trials_per_s"] >= 20)

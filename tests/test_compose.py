@@ -34,6 +34,7 @@ from conftest import REPO, run_cli
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _VAR = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^${}]*))?\}")
 IMAGE = "sweep:compose-test"  # kept between runs: a rebuild after a code change takes seconds
+POOLER_IMAGE = "sweep-pgbouncer:compose-test"
 NO_ENGINE = (
     "no Docker engine answers (`docker info` fails): start one, as root with "
     ".ci/docker-engine.sh (CI does), or deselect with -k 'not stack'"
@@ -103,11 +104,28 @@ def test_postgres_has_a_volume_a_health_check_and_only_loopback(compose) -> None
     assert interpolate(port, moved) == "10.0.0.5:15432:5432"
 
 
+def test_workers_reach_postgres_through_pgbouncer_in_transaction_pooling(compose) -> None:
+    services = compose["services"]
+    pooler = services["pgbouncer"]
+    assert pooler["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert "pg_isready" in " ".join(pooler["healthcheck"]["test"])
+    (port,) = pooler["ports"]
+    assert interpolate(port, {}) == "127.0.0.1:6432:6432"  # loopback, as PostgreSQL's
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(pooler["environment"]["POSTGRES_PASSWORD"], {})
+    entrypoint = (REPO / pooler["build"] / "entrypoint.sh").read_text()
+    assert "pool_mode = transaction" in entrypoint
+    assert "ignore_startup_parameters = options" in entrypoint  # sweep's keepalive options
+    # The dashboard, one client, reads PostgreSQL directly.
+    dashboard = services["dashboard"]["environment"]["SWEEP_STORAGE"]
+    assert dashboard == "postgresql+psycopg://sweep@postgres:5432/sweep"
+
+
 def test_the_worker_runs_anywhere_and_the_override_makes_it_a_gpu_worker(compose, gpu) -> None:
     worker = compose["services"]["worker"]
     assert "deploy" not in worker  # no device reservation: starts on a host without GPUs
     assert interpolate(worker["build"]["args"]["EXTRAS"], {}) == ""  # CPU TensorFlow, no CUDA
-    assert worker["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert worker["depends_on"] == {"pgbouncer": {"condition": "service_healthy"}}
 
     (device,) = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
@@ -190,7 +208,7 @@ def test_no_credentials_are_committed_and_none_on_a_url(compose) -> None:
     worker = compose["services"]["worker"]["environment"]
     # The URL carries no password: libpq reads PGPASSWORD, set beside it.
     assert interpolate(worker["SWEEP_STORAGE"], env) == (
-        "postgresql+psycopg://sweep@postgres:5432/sweep"
+        "postgresql+psycopg://sweep@pgbouncer:6432/sweep"
     )
     assert interpolate(worker["PGPASSWORD"], env) == "from-the-env"
     for text in (
@@ -440,8 +458,9 @@ def compose_argv() -> list[str]:
 @pytest.fixture(scope="module")
 def lan() -> Iterator[str]:
     """The private network between the hosts: a Docker network of its own, whose gateway is
-    this machine's address on it. Project a publishes PostgreSQL there and project b reaches
-    it there, as workers on other hosts reach the database host's private address."""
+    this machine's address on it. Project a publishes PostgreSQL and PgBouncer there and
+    project b reaches them there, as workers on other hosts reach the database host's
+    private address."""
     name = f"sweeptest-lan-{uuid.uuid4().hex[:8]}"
     _docker("network", "create", name)
     try:
@@ -454,8 +473,9 @@ def lan() -> Iterator[str]:
 def stacks(
     compose_argv: list[str], lan: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Stack, Stack]]:
-    """Projects a (PostgreSQL, dashboard, workers) and b (workers only, on a's PostgreSQL),
-    the image built; both taken down with their volumes afterwards, whatever happened."""
+    """Projects a (PostgreSQL, PgBouncer, dashboard, workers) and b (workers only, through
+    a's PgBouncer), the images built; both taken down with their volumes afterwards, whatever
+    happened."""
     work = tmp_path_factory.mktemp("compose")
     (work / "data").mkdir()  # the data folder the workers mount (synthetic data needs none)
     (work / "empty.env").write_text("")  # not the checkout's .env, if a developer has one
@@ -464,6 +484,8 @@ def stacks(
         "POSTGRES_PASSWORD": uuid.uuid4().hex,
         "POSTGRES_BIND": lan,
         "POSTGRES_PORT": str(_free_port(lan)),
+        "PGBOUNCER_PORT": str(_free_port(lan)),
+        "SWEEP_PGBOUNCER_IMAGE": POOLER_IMAGE,
         "DASHBOARD_PORT": str(_free_port("127.0.0.1")),
         "SWEEP_IMAGE": IMAGE,
         "SWEEP_DATA_DIR": str(work / "data"),
@@ -472,13 +494,13 @@ def stacks(
         "SWEEP_HEARTBEAT_GRACE": "20",
         "SWEEP_LOG_LEVEL": "INFO",
     }
-    remote = f"postgresql+psycopg://sweep@{lan}:{settings['POSTGRES_PORT']}/sweep"
+    remote = f"postgresql+psycopg://sweep@{lan}:{settings['PGBOUNCER_PORT']}/sweep"
     a = Stack(compose_argv, f"sweeptest-{run}-a", work / "empty.env", **settings)
     b = Stack(compose_argv, f"sweeptest-{run}-b", a.env_file, **settings, SWEEP_STORAGE=remote)
     try:
         started = time.monotonic()
-        a("build", "worker")
-        print(f"image {IMAGE} built in {time.monotonic() - started:.0f} s")
+        a("build", "worker", "pgbouncer")
+        print(f"images {IMAGE} and {POOLER_IMAGE} built in {time.monotonic() - started:.0f} s")
         yield a, b
     finally:
         try:
@@ -697,23 +719,23 @@ with study_lock(storage, sys.argv[1]):
 """
 
 
-def _sessions_from(a: Stack, address: str) -> tuple[int, int]:
-    """(sessions, advisory locks held) of project a's PostgreSQL's clients at ``address``."""
+def _lock_holders(a: Stack, study: str) -> set[int]:
+    """The server sessions (PgBouncer's, for workers) holding the study lock of ``study``
+    on project a's PostgreSQL."""
     import psycopg
+
+    from sweep.storage import _lock_key
 
     s = a.settings
     with psycopg.connect(
         host=s["POSTGRES_BIND"], port=int(s["POSTGRES_PORT"]), user="sweep", dbname="sweep",
         password=s["POSTGRES_PASSWORD"], connect_timeout=5,
     ) as conn:  # fmt: skip
-        row = conn.execute(
-            "SELECT count(DISTINCT a.pid), count(l.pid) FROM pg_stat_activity a "
-            "LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted "
-            "WHERE a.client_addr = %s",
-            (address,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+        rows = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+            (_lock_key(study) & 0xFFFFFFFF,),  # pg_locks shows the key's low 32 bits
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
 
 
 @pytest.mark.slow
@@ -721,9 +743,10 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
     stacks, record_property
 ) -> None:
     """Project b's worker (a second host, `up --no-deps`) joins project a's two on a's
-    PostgreSQL through its published port. Mid-trial, one of a's workers, holding the study
-    lock, loses its network: the server drops its sessions and the lock, its trial fails and
-    runs again elsewhere, and the budget is spent exactly once across both hosts."""
+    PostgreSQL through a's PgBouncer's published port. Mid-trial, one of a's workers, holding
+    the study lock, loses its network: PgBouncer drops its client connection and with it the
+    server session holding the lock, its trial fails and runs again elsewhere, and the budget
+    is spent exactly once across both hosts."""
     a, b = stacks
     name, budget = f"two-{uuid.uuid4().hex[:6]}", 12
     a("up", "-d", "--scale", "worker=2", **_study(name, budget))
@@ -731,8 +754,7 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
     b("up", "-d", "--no-deps", "--scale", "worker=1", "worker", **_study(name, budget))
     victim, survivor = a.containers("worker")
     networks = json.loads(_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", victim))
-    ((network, endpoint),) = networks.items()
-    address = endpoint["IPAddress"]
+    ((network, _),) = networks.items()
 
     holder = subprocess.Popen(
         ["docker", "exec", "-i", victim, "python", "-c", HOLD_THE_LOCK, name],
@@ -746,7 +768,7 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "locked"
-        assert _sessions_from(a, address)[1] == 1  # the study lock, held from that host
+        (holder_session,) = _lock_holders(a, name)  # the study lock, held from that host
         _docker("network", "disconnect", "--force", network, victim)
         cut = time.monotonic()
         trials = _trials(storage, name)
@@ -757,7 +779,7 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
             _wait(what, done, 240, a.logs)
             return time.monotonic() - cut
 
-        released = since_cut("release", lambda: _sessions_from(a, address) == (0, 0))
+        released = since_cut("release", lambda: holder_session not in _lock_holders(a, name))
         failed = since_cut(
             "failure", lambda: _trials(storage, name)[lost.number].state.name == "FAIL"
         )
@@ -772,7 +794,7 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
         holder.kill()
         holder.wait()
     report = (
-        f"vanished host: its sessions and the study lock released after {released:.0f} s, "
+        f"vanished host: its study lock released after {released:.0f} s, "
         f"its trial failed after {failed:.0f} s and completed elsewhere after {reran:.0f} s"
     )
     print(report)

@@ -451,8 +451,10 @@ class NotStarted(RuntimeError):
     the server's connection limit)."""
 
     def __init__(self, side: str, failed: int, workers: int, log: str) -> None:
-        last = [line for line in log.splitlines() if line.strip()][-1:] or ["(no output)"]
-        self.failed, self.reason = failed, last[0].strip()
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        # The server's refusal, where there is one, not the exception Optuna wrapped it in.
+        fatal = [line[line.index("FATAL:") :] for line in lines if "FATAL:" in line]
+        self.failed, self.reason = failed, (fatal or lines[-1:] or ["(no output)"])[0]
         super().__init__(f"{failed} of {workers} {side} workers did not start:\n{log}")
 
 

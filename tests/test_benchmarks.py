@@ -79,3 +79,30 @@ def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
     pooled = rows["pgbouncer", 8, "sweep"]
     assert "PgBouncer: 8 workers" in line and f"{pooled['finished']} finished" in line
     assert result["met"] == (result["ratio"] >= 0.5 and sweep["trials_per_s"] >= 20)
+
+
+def test_the_long_study_and_a_workers_memory_print_their_figures(tmp_path) -> None:
+    """Their --quick forms: the claim rate on a study of 1,000 finished trials (added in bulk)
+    beside an empty one's, with the report and the dashboard's study API timed on it; and one
+    real TensorFlow worker's memory over 30 trials, which it spends in two processes (it
+    replaces its own after 25)."""
+    out = tmp_path / "results.json"
+    argv = ("benchmarks", "--quick", "--only", "long_study", "memory", "--out", str(out))
+    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": POSTGRES}, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    long_line, memory_line = done.stdout.splitlines()
+    assert re.match(r"long_study: ratio \d+\.\d{3} \(floor >= 0\.5\)", long_line)
+    assert "on a study of 1,000 finished trials" in long_line
+
+    long, memory = json.loads(out.read_text())["results"]
+    assert long["data"]["filled"] == 1000
+    assert long["ratio"] == long["data"]["long_rate"] / long["data"]["empty_rate"]
+    assert 0 < long["data"]["report_s"] < 600 and 0 < long["data"]["dashboard_api_s"] < 600
+    assert long["data"]["report_met"] == (long["data"]["report_s"] <= 30)
+
+    assert re.match(r"memory: ratio -?\d+\.\d{3} \(floor <= 1\.0\)", memory_line)
+    tf = memory["data"]["tensorflow"]
+    assert (tf["warm_trial"], tf["last_trial"]) == (10, 30) or tf["warm_trial"] > 10
+    assert tf["last_trial"] == 30  # the worker ran the whole study, across its replacement
+    assert 200 < tf["rss_min_mb"] <= tf["rss_max_mb"]  # a real TensorFlow worker's readings
+    assert memory["ratio"] == tf["mb_per_trial"]

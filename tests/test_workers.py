@@ -557,3 +557,18 @@ def test_a_worker_replaces_its_process_every_n_trials_and_loses_none(
     done = run_cli(*args, cwd=tmp_path, env={**env, "SWEEP_RECYCLE_TRIALS": "0"})
     assert done.returncode == 0 and "replacing" not in done.stderr
     assert _states(_trials(url, "tiny")) == ["COMPLETE"] * 5
+
+
+def test_a_worker_on_any_backend_is_replaced_every_25_trials_unless_told(monkeypatch) -> None:
+    """PyTorch and JAX workers keep memory per trial too (benchmarks/memory.py): every
+    backend's worker is replaced by default, not TensorFlow's alone."""
+    from sweep import recycle
+
+    monkeypatch.delenv("SWEEP_RECYCLE_TRIALS", raising=False)
+    for backend in ("tensorflow", "jax", "torch"):
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+        assert recycle.every() == 25
+    monkeypatch.setenv("SWEEP_RECYCLE_TRIALS", "0")
+    assert recycle.every() is None
+    monkeypatch.setenv("SWEEP_RECYCLE_TRIALS", "7")
+    assert recycle.every() == 7

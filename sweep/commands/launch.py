@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     _options.storage_url(args)  # checked now, not for a dry run
     the_run, arrays = runner.prepare(the_run)
     study.check_resumable(the_run)
-    most = recycle.every(the_run.keras_backend) if len(where) == 1 else None
+    most = recycle.every() if len(where) == 1 else None
     launched = runner.launch(
         the_run, where, stop=stop, progress=not args.quiet, arrays=arrays, most=most
     )

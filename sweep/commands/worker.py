@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     arrays = None
     if create:  # this worker makes the study: its data and families checked first, as launch's
         the_run, arrays = runner.prepare(the_run)
-    most = recycle.every(the_run.keras_backend)
+    most = recycle.every()
     the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays, most=most)
     name = the_study.study_name
     if not interrupted:

@@ -186,7 +186,9 @@ def test_the_dashboard_listens_on_loopback(compose) -> None:
     assert dash["command"][:2] == ["sweep", "dashboard"]
     args = command_parser("dashboard").parse_args(dash["command"][2:])
     assert (args.port, args.storage) == (8080, None)  # the URL comes from $SWEEP_STORAGE
-    assert dash["environment"]["SWEEP_STORAGE"] == compose["x-storage"]["SWEEP_STORAGE"]
+    # Straight to PostgreSQL, where the workers go through PgBouncer; the same password.
+    assert dash["environment"]["SWEEP_STORAGE"] == "postgresql+psycopg://sweep@postgres:5432/sweep"
+    assert dash["environment"]["PGPASSWORD"] == compose["x-storage"]["PGPASSWORD"]
 
 
 def test_workers_and_the_dashboard_share_the_artifact_folder(compose) -> None:
@@ -334,16 +336,18 @@ def test_compose_reads_both_variants_as_meant(argv, version, tmp_path: Path) -> 
     cpu_run = config("docker-compose.yml")
     assert cpu_run.returncode == 0, cpu_run.stderr
     cpu = yaml.safe_load(cpu_run.stdout)["services"]
-    for name in ("worker", "dashboard"):
+    for name, storage in (("worker", "pgbouncer:6432"), ("dashboard", "postgres:5432")):
         environment = cpu[name]["environment"]
-        assert environment["SWEEP_STORAGE"] == "postgresql+psycopg://sweep@postgres:5432/sweep"
+        assert environment["SWEEP_STORAGE"] == f"postgresql+psycopg://sweep@{storage}/sweep"
         assert environment["PGPASSWORD"] == "pw"
+    assert cpu["pgbouncer"]["environment"]["POSTGRES_PASSWORD"] == "pw"
     command = cpu["worker"]["command"]
     command = shlex.split(command) if isinstance(command, str) else command  # 1.29: a string
     assert command == shlex.split("sweep worker --study quickstart --subset 500 --n-trials 3")
     assert "deploy" not in cpu["worker"] and cpu["worker"]["build"]["args"]["EXTRAS"] == ""
     assert [_published(p) for p in cpu["postgres"]["ports"]] == [("127.0.0.1", "15432")]
     assert [_published(p) for p in cpu["dashboard"]["ports"]] == [("127.0.0.1", "18080")]
+    assert [_published(p) for p in cpu["pgbouncer"]["ports"]] == [("127.0.0.1", "6432")]
 
     settings["SWEEP_TRIALS_PER_GPU"] = "4"
     gpu_run = config()  # no -f: docker-compose.yml and docker-compose.override.yml

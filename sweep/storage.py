@@ -7,7 +7,9 @@
   process writes.
 * PostgreSQL (``postgresql+psycopg://user@host/db``): for several machines. Connections are
   pre-pinged (a restarted server costs a reconnect, not a crash), pools stay small (dozens of
-  workers must fit in ``max_connections``).
+  workers fit in ``max_connections``), and everything works through a transaction-pooling
+  PgBouncer, for hundreds: no session state outlives a transaction (the study lock is
+  transaction-level, no statement is prepared on the server).
 
 Both get Optuna's heartbeat, so a dead worker's trial is failed and run again, and two fixes
 Optuna lacks: a storage call that loses its connection (a restarted server) is retried

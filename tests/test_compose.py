@@ -553,10 +553,11 @@ def _trials(storage: optuna.storages.RDBStorage, name: str) -> list[optuna.trial
         return []  # no such study yet
 
 
-def _study(name: str, budget: int) -> dict[str, str]:
+def _study(name: str, budget: int, subset: int = 200) -> dict[str, str]:
     """The settings that make the workers run study ``name``: Exp 3's grid, on the CPU in
-    ~2 s a trial. The first worker creates it; the others pass the same options."""
-    options = f"--dataset synthetic --subset 200 --max-epochs 1 --n-trials {budget}"
+    ~2 s a trial (of 200 images). The first worker creates it; the others pass the same
+    options."""
+    options = f"--dataset synthetic --subset {subset} --max-epochs 1 --n-trials {budget}"
     return {"SWEEP_STUDY": "exp3", "SWEEP_WORKER_ARGS": f"--study-name {name} {options}"}
 
 
@@ -753,9 +754,12 @@ def test_stacks_on_two_hosts_share_one_postgres_and_let_a_vanished_host_go(
     is spent exactly once across both hosts."""
     a, b = stacks
     name, budget = f"two-{uuid.uuid4().hex[:6]}", 12
-    a("up", "-d", "--scale", "worker=2", **_study(name, budget))
+    # Trials of 600 images: one still runs when the lock is taken and the network cut, on a
+    # loaded machine too.
+    study = _study(name, budget, subset=600)
+    a("up", "-d", "--scale", "worker=2", **study)
     storage = _storage(a)
-    b("up", "-d", "--no-deps", "--scale", "worker=1", "worker", **_study(name, budget))
+    b("up", "-d", "--no-deps", "--scale", "worker=1", "worker", **study)
     victim, survivor = a.containers("worker")
     networks = json.loads(_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", victim))
     ((network, _),) = networks.items()

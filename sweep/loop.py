@@ -18,7 +18,7 @@ import socket
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sweep import _optuna, records
 from sweep.errors import Interrupted, StorageUnavailable, TrialFailure
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["budget_counts", "counts", "finished", "requeue_trials_of", "run_trials", "worker_id"]
 
 log = logging.getLogger(__name__)
+_E = TypeVar("_E", bound=BaseException)
 
 OnTrialEnd = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -185,11 +186,14 @@ def run_trials(
                         # period) and another worker failed it; it runs again as a retry.
                         log.warning("a trial was failed by another worker while it ran: %s", exc)
                     except Exception as exc:
-                        lost = _storage_lost(exc)
+                        # Optuna's tell was cut short (an UnboundLocalError in its own
+                        # clean-up follows): by a lost storage, say so; by Ctrl-C, which a
+                        # storage call raises once it ends, stop as for any Ctrl-C (below).
+                        if _cause(exc, KeyboardInterrupt) is not None:
+                            raise KeyboardInterrupt from None
+                        lost = _cause(exc, StorageUnavailable)
                         if lost is None:
                             raise
-                        # Optuna tried to tell the trial, failed, and failed again reading it
-                        # back (an UnboundLocalError in its own clean-up): say what happened.
                         raise lost from None
                     ran += 1
                     if most is not None and ran >= most:
@@ -217,12 +221,12 @@ class _GivenBack(Exception):
     pass
 
 
-def _storage_lost(exc: BaseException) -> StorageUnavailable | None:
-    """The :class:`StorageUnavailable` behind ``exc`` (itself, its cause or its context)."""
+def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The ``kind`` exception behind ``exc`` (itself, its cause or its context), if any."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, StorageUnavailable):
+        if isinstance(cause, kind):
             return cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__

@@ -346,14 +346,15 @@ def _outcome(url: str, name: str) -> tuple[int, int]:
     import optuna
     from optuna.trial import TrialState
 
+    from sweep.budget import counts
+
     storage = optuna.storages.RDBStorage(url)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     trials = [t for t in trials if not t.user_attrs.get(FILLED)]
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     complete = [
         json.dumps(t.params, sort_keys=True) for t in trials if t.state == TrialState.COMPLETE
     ]
-    finished = sum(t.state in done for t in trials)
+    finished = counts(trials).done
     storage.engine.dispose()
     _drop(url, name)
     return finished, len(complete) - len(set(complete))

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from sweep import (
     artifacts,
+    budget,
     catalog,
     data,
-    loop,
     records,
     reporting,
     runner,
@@ -41,7 +41,7 @@ from sweep import (
 from sweep.config import ARRAYS_PREFIX, StudySpec, load_study, resolve_dataset
 from sweep.errors import UserError
 from sweep.records import TrialRecord
-from sweep.run import RunOptions, budget, with_overrides
+from sweep.run import RunOptions, with_overrides
 from sweep.stop import StopEvent
 from sweep.storage import check_url, default_url, in_memory, open_storage, redact
 
@@ -146,7 +146,7 @@ def _results(the_study: optuna.Study, url: str, run: RunOptions | None, **kw: An
         storage=redact(url),
         trials=tuple(records.read(t) for t in trials),
         budget=None if run is None else run.budget,
-        finished=loop.finished(the_study),
+        finished=budget.finished(the_study),
         **kw,
     )
 
@@ -224,7 +224,7 @@ def plan(
         study_name=spec.name if study_name is None else study_name,
         url=url,
         spec=spec,
-        budget=budget(spec, n_trials),
+        budget=budget.total(spec, n_trials),
         subset=subset,
         max_epochs=max_epochs,
         data_dir=data_dir,

@@ -11,7 +11,6 @@ baseline are computed here, once, in fractions; tables turn them into percentage
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "GIVEN_BACK",
     "Completed",
     "Scores",
     "TrialRecord",
@@ -36,11 +34,8 @@ __all__ = [
     "read",
     "read_all",
     "repeat_attrs",
-    "retry_copy",
-    "superseded",
     "write_artifacts_error",
     "write_failure",
-    "write_given_back",
     "write_partial",
     "write_reused",
     "write_scores",
@@ -287,58 +282,3 @@ def repeat_attrs(
         epochs_run=None if scores is None else scores.epochs_run,
     )
     return record.to_attrs()
-
-
-# A trial that was run again names the first attempt (Optuna's "failed_trial") and the attempts
-# between. Optuna's stale-trial callback counts its "retry_history" against its retry limit, so
-# attempts lost to a stop (Ctrl-C, SIGTERM) are listed apart, in "sweep:interrupted".
-_INTERRUPTED = "sweep:interrupted"
-
-
-def retry_copy(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
-    """A WAITING copy of ``trial``, interrupted by a stop, to run it again with its params:
-    linked to it as Optuna links a dead worker's retry, without spending a retry."""
-    import optuna
-
-    attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
-    attrs[_INTERRUPTED] = [*trial.system_attrs.get(_INTERRUPTED, []), trial.number]
-    return optuna.create_trial(
-        state=optuna.trial.TrialState.WAITING,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs=trial.user_attrs,
-        system_attrs=attrs,
-    )
-
-
-_GIVEN_BACK = "sweep:given_back"
-GIVEN_BACK = (
-    "claimed past the budget while the study lock was lost (a storage restart); given back unrun"
-)
-
-
-def write_given_back(trial: optuna.Trial) -> None:
-    """Mark a trial claimed past the budget: it is never run and never counts."""
-    _write(trial, {"failure": GIVEN_BACK})
-    trial.storage.set_trial_system_attr(_optuna.trial_id(trial), _GIVEN_BACK, True)
-
-
-# The system attrs that take a trial out of the budget (see :func:`superseded`).
-SUPERSEDING_ATTRS = ("retry_history", _INTERRUPTED, _GIVEN_BACK)
-
-
-def superseded(trials: Iterable[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the failed attempts that were run again (after a dead worker or a stop),
-    and of trials given back unrun; none of them counts against the budget."""
-    return superseded_by((t.number, t.system_attrs) for t in trials)
-
-
-def superseded_by(system_attrs: Iterable[tuple[int, Mapping[str, Any]]]) -> set[int]:
-    """:func:`superseded`, from each trial's number and system attrs (only those named in
-    :data:`SUPERSEDING_ATTRS` are read)."""
-    out: set[int] = set()
-    for number, attrs in system_attrs:
-        out.update(attrs.get("retry_history", ()), attrs.get(_INTERRUPTED, ()))
-        if attrs.get(_GIVEN_BACK):
-            out.add(number)
-    return out

@@ -21,15 +21,13 @@ from sweep.config import (
     ARRAYS_PREFIX,
     DATASETS,
     MAX_SEED,
-    MOST_TRIALS,
     StudySpec,
     loads_study,
     resolve_dataset,
 )
 from sweep.errors import UserError
-from sweep.space import planned
 
-__all__ = ["RunOptions", "budget", "max_epochs", "spec_from_stored", "with_overrides"]
+__all__ = ["RunOptions", "max_epochs", "spec_from_stored", "with_overrides"]
 
 log = logging.getLogger(__name__)
 
@@ -208,32 +206,6 @@ def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str,
         seed=fingerprint.get("seed", spec.seed),
         validation_split=fingerprint.get("validation_split", spec.validation_split),
         sampler_seed=fingerprint.get("sampler_seed", spec.sampler_seed),
-    )
-
-
-def budget(spec: StudySpec, requested: int | None) -> int:
-    """The study's total trial budget: ``--n-trials``, else the file's, else the grid's size.
-
-    Raises:
-        UserError: a sampled search has no budget anywhere.
-    """
-    if requested is not None and requested > MOST_TRIALS:
-        raise UserError(f"--n-trials {requested}: a study runs at most {MOST_TRIALS} trials")
-    n_planned = len(planned(spec))
-    if spec.sampler.name == "grid":
-        size = n_planned  # every grid point once, and the baseline if it is not one of them
-        if requested is not None and requested > size:
-            log.warning("the grid has %d points; running %d trials, not %d", size, size, requested)
-        return min(requested or spec.n_trials or size, size)
-    if requested is not None:
-        return requested
-    if spec.n_trials is not None:
-        return spec.n_trials
-    if not spec.varying:
-        return n_planned
-    raise UserError(
-        f"{spec.origin}: n_trials is missing; a {spec.sampler.name} search needs a budget "
-        "(add n_trials = N to the file or pass --n-trials N)"
     )
 
 

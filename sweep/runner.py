@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sweep import data, devices, loop, models, records, study
+from sweep import budget, data, devices, loop, models, records, study
 from sweep.artifacts import Publisher, StudyRefresher, open_store
 from sweep.errors import Interrupted, UserError
 from sweep.run import RunOptions
@@ -43,13 +43,13 @@ log = logging.getLogger("sweep")
 class Progress:
     """The progress bar, fed from the storage: one read serves the count and the best."""
 
-    def __init__(self, the_study: optuna.Study, budget: int, *, quiet: bool) -> None:
+    def __init__(self, the_study: optuna.Study, total: int, *, quiet: bool) -> None:
         from tqdm import tqdm
 
         self.study = the_study
         self.bar = tqdm(
-            total=budget,
-            initial=min(loop.finished(the_study), budget),
+            total=total,
+            initial=min(budget.finished(the_study), total),
             desc=the_study.study_name,
             unit="trial",
             disable=quiet,
@@ -58,7 +58,7 @@ class Progress:
 
     def __call__(self, *_: object) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        done = min(loop.counts(trials)[0], self.bar.total)
+        done = min(budget.counts(trials)[0], self.bar.total)
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
         values = [r.value for r in map(records.read, trials) if r.complete and r.value is not None]
@@ -367,4 +367,4 @@ def _stop(
             proc.kill()
             proc.wait()
     if killed:
-        loop.requeue_trials_of(the_study, storage, killed)
+        budget.requeue_trials_of(the_study, storage, killed)

@@ -45,6 +45,8 @@ from sweep.retry import env_number, with_retries
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.rdb import SweepStorage
+
 __all__ = [
     "DEFAULT_STORAGE",
     "Held",
@@ -127,7 +129,7 @@ def _parse(url: str) -> Any:
 def _engine_kwargs(parsed: Any) -> dict[str, Any]:
     if parsed.get_backend_name() == "sqlite":
         # isolation_level None: pysqlite emits no BEGIN of its own; the storage's engine
-        # begins every transaction that writes IMMEDIATE (SweepStorage.configure_engine).
+        # begins every transaction that writes IMMEDIATE (sweep.rdb.sqlite).
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     # A worker holds at most three connections at once: its trial, its heartbeat thread and,
     # for a moment, the study lock. 30 workers fit in PostgreSQL's default 100 connections;
@@ -328,9 +330,7 @@ def _check_version(storage: optuna.storages.RDBStorage, shown: str) -> None:
     )
 
 
-def open_storage(
-    url: str, *, check: bool = True, create: bool = True
-) -> optuna.storages.RDBStorage:
+def open_storage(url: str, *, check: bool = True, create: bool = True) -> SweepStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``; ``check=False`` when
     :func:`check_url` has just checked it. ``create=False`` for a storage known to hold its
     tables (a study was found in it): nothing is created, not even SQLite's lock file, so a
@@ -342,6 +342,8 @@ def open_storage(
     """
     import optuna
 
+    from sweep.rdb import SweepStorage
+
     parsed = _parse(url)
     kwargs = _engine_kwargs(parsed)
     if check:
@@ -351,7 +353,7 @@ def open_storage(
     creating = _creation_lock(parsed) if create else contextlib.nullcontext()
     with creating, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = _optuna.SweepStorage(
+        storage = SweepStorage(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=kwargs,
             skip_table_creation=not create,

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
+from sweep.budget import total
 from sweep.config import Params, PrunerSpec, StudySpec, is_builtin_family
 from sweep.errors import UserError
 from sweep.records import TrialRecord
 from sweep.run import RunOptions, spec_from_stored
-from sweep.run import budget as run_budget
 from sweep.space import incompatible_dimensions, optuna_params, planned, point_key
 from sweep.storage import read_only, redact, study_lock
 
@@ -211,7 +211,7 @@ def stored_run(
         study_name=name,
         url=url,
         spec=spec,
-        budget=run_budget(spec, budget) if budget else stored.budget or run_budget(spec, None),
+        budget=total(spec, budget) if budget else stored.budget or total(spec, None),
         subset=fingerprint.get("subset"),
         max_epochs=max_epochs or stored.max_epochs,
         data_dir=data_dir,

@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from sweep import data, devices, loop, models, records, recycle, runner, study, tables
+from sweep import budget, data, devices, models, records, recycle, runner, study, tables
 from sweep.commands import _options
 from sweep.run import RunOptions
 from sweep.space import planned
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
         the_run, where, stop=stop, progress=not args.quiet, arrays=arrays, most=most
     )
     the_study = launched.study
-    done = loop.finished(the_study)
+    done = budget.finished(the_study)
     if not launched.interrupted:  # the same command again, if due: it resumes
         recycle.replace_if_due(most, launched.ran, done, the_run.budget)
     print(tables.format_table(tables.rows(records.read_all(the_study))))

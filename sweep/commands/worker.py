@@ -14,7 +14,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from sweep import loop, recycle, runner, study
+from sweep import budget, recycle, runner, study
 from sweep.commands import _options
 from sweep.config import DATASETS, find_study_file, names_a_file, resolve_dataset
 from sweep.errors import UserError
@@ -98,13 +98,13 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
     the_study, ran, interrupted = serve(the_run, stop=stop, create=create, arrays=arrays, most=most)
     name = the_study.study_name
     if not interrupted:
-        recycle.replace_if_due(most, ran, loop.finished(the_study), the_run.budget)
+        recycle.replace_if_due(most, ran, budget.finished(the_study), the_run.budget)
     if interrupted:
         log.warning(
             "interrupted: the trial it was running, if any, was requeued; study %r has %d of "
             "%d trials",
             name,
-            loop.finished(the_study),
+            budget.finished(the_study),
             the_run.budget,
         )
         return 130

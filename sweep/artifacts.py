@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sweep import _optuna, models, plots, records, study, tables
 from sweep.errors import UserError
 from sweep.records import Completed, Scores, TrialRecord
+from sweep.settings import current
 from sweep.storage import study_lock
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ def default_dir(url: str) -> Path:
     """Where the artifacts of the study storage ``url`` go unless told otherwise."""
     import sqlalchemy
 
-    if env := os.environ.get("SWEEP_ARTIFACTS"):
-        return Path(env)
+    if env := current().artifacts:
+        return env
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):  # refused when checked

@@ -21,9 +21,8 @@ from types import ModuleType
 from typing import NoReturn
 
 from sweep.commands import dashboard, export, launch, report, studies, verify, worker
-from sweep.commands._options import check_environment
-from sweep.devices import VERBOSE_ENV
 from sweep.errors import Interrupted, SweepError
+from sweep.settings import ENV, Settings, current
 from sweep.stop import StopEvent
 
 __all__ = ["COMMANDS", "Parser", "alias", "command_parser", "main", "os_error", "parser"]
@@ -87,11 +86,11 @@ def command_parser(name: str, prog: str | None = None) -> argparse.ArgumentParse
     return p
 
 
-def setup_logging(*, verbose: bool, label: str = "") -> None:
+def setup_logging(*, verbose: bool, settings: Settings | None = None) -> None:
     """Console logging for the commands; TensorFlow and Keras kept quiet unless verbose."""
-    level = "DEBUG" if verbose else os.environ.get("SWEEP_LOG_LEVEL", "").upper() or "INFO"
-    if not isinstance(logging.getLevelName(level), int):
-        level = "INFO"  # an unknown level is refused by check_environment
+    settings = settings or Settings()
+    level = "DEBUG" if verbose else settings.log_level
+    label = settings.worker_label
     where = f"{label} " if label else ""
     logging.basicConfig(level=level, format=f"%(levelname)s {where}%(name)s: %(message)s")
     for chatty in ("matplotlib", "PIL"):  # font lookups at DEBUG, one line per glyph size
@@ -106,13 +105,18 @@ def setup_logging(*, verbose: bool, label: str = "") -> None:
 def _run(name: str, args: argparse.Namespace) -> int:
     # TensorFlow's start-up lines are shown when the user asks: --verbose, $SWEEP_VERBOSE=1,
     # or a TF_CPP_MIN_LOG_LEVEL of their own. Workers inherit the choice through $SWEEP_VERBOSE.
-    if args.verbose or (VERBOSE_ENV not in os.environ and "TF_CPP_MIN_LOG_LEVEL" in os.environ):
-        os.environ[VERBOSE_ENV] = "1"
-    setup_logging(verbose=args.verbose, label=os.environ.get("SWEEP_WORKER_LABEL", ""))
+    verbose = ENV["verbose"].name
+    if args.verbose or (verbose not in os.environ and "TF_CPP_MIN_LOG_LEVEL" in os.environ):
+        os.environ[verbose] = "1"
+    try:
+        settings = current()  # a bad SWEEP_* variable: refused before anything runs
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    setup_logging(verbose=args.verbose, settings=settings)
     stop = StopEvent()
     stop.install()
     try:
-        check_environment()
         code: int = COMMANDS[name].run(args, stop)
         return code
     except Interrupted as exc:

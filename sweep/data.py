@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.config import Augmentation
 from sweep.errors import UserError
+from sweep.settings import current
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,14 +70,14 @@ _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_BATCH = "test_batch"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
-# name -> (archive, its folder, URL, MD5, the variable naming a mirror)
+# name -> (archive, its folder, URL, MD5, the setting naming a mirror: $SWEEP_CIFAR10_URL ...)
 _ARCHIVES = {
     "CIFAR-10": (
-        "cifar-10-python.tar.gz", _CIFAR_DIR, CIFAR10_URL, CIFAR10_MD5, "SWEEP_CIFAR10_URL"
+        "cifar-10-python.tar.gz", _CIFAR_DIR, CIFAR10_URL, CIFAR10_MD5, "cifar10_url"
     ),
     "CIFAR-100": (
         "cifar-100-python.tar.gz", "cifar-100-python", CIFAR100_URL, CIFAR100_MD5,
-        "SWEEP_CIFAR100_URL",
+        "cifar100_url",
     ),
 }  # fmt: skip
 
@@ -292,8 +293,7 @@ def _find_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path | None:
 
 
 def _env_dir() -> Path | None:
-    value = os.environ.get("SWEEP_DATA_DIR")
-    return Path(value) if value else None
+    return current().data_dir
 
 
 def _keras_cache() -> Path:
@@ -312,7 +312,7 @@ def _download_cifar10(data_dir: Path | None, what: str = "CIFAR-10") -> Path:
 
     archive, _, url, official_md5, env = _ARCHIVES[what]
     target = data_dir or _env_dir() or _keras_cache()
-    url = os.environ.get(env) or url  # a mirror, where offline
+    url = getattr(current(), env) or url  # a mirror, where offline
     log.info("%s not found locally; downloading %s to %s", what, url, target)
     final = target / archive
     partial: Path | None = None

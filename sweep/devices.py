@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from sweep.config import BACKENDS
 from sweep.errors import UserError
+from sweep.settings import ENV, current
 
 __all__ = [
-    "BACKEND_ENV",
     "Placement",
     "backend",
     "configure",
@@ -46,8 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GPU_MEMORY_ENV = "SWEEP_GPU_MEMORY_MB"
-BACKEND_ENV = "SWEEP_BACKEND"
+GPU_MEMORY_ENV = ENV["gpu_memory_mb"].name  # set per worker by the launcher (its placement)
 
 
 def backend(flag: str | None, study_file: str | None) -> str:
@@ -58,7 +57,7 @@ def backend(flag: str | None, study_file: str | None) -> str:
     Raises:
         UserError: it is not one sweep trains on, or it is not installed.
     """
-    env = os.environ.get(BACKEND_ENV) or None
+    env = current().backend
     keras_env = os.environ.get("KERAS_BACKEND") or None
     name = flag or env or study_file or keras_env or "tensorflow"
     if name not in BACKENDS:
@@ -94,14 +93,14 @@ def configure(name: str) -> None:
     # on the other backends it is kept out of the process, which needs nothing of it and
     # would pay ~3 s and ~0.5 GiB for it.
     sys.modules.setdefault("tensorflow", None)  # type: ignore[arg-type]
-    limit = os.environ.get(GPU_MEMORY_ENV)
+    limit = current().gpu_memory_mb
     if name == "jax":
         # JAX says at INFO that it found no TPU, on every machine without one.
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         total = _gpu_memory_mb() if limit else None
         if limit and total:
-            share = min(1.0, int(limit) / total)
+            share = min(1.0, limit / total)
             os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{share:.4f}"
             log.info("GPU memory limited to %s MB per process (%.1f%%)", limit, 100 * share)
         import keras
@@ -263,8 +262,6 @@ def plan(
     return [Placement(i, None, dict(env)) for i in range(workers)]
 
 
-VERBOSE_ENV = "SWEEP_VERBOSE"
-
 # What TensorFlow's C++ side prints at start-up on every machine, before its log level is
 # read: absl's preamble, and info or warning lines (I/W, never E/F) from the sources that
 # announce oneDNN, the CPU's instruction sets and a machine without CUDA.
@@ -309,7 +306,7 @@ def import_tensorflow() -> None:
     imports them; later imports are free."""
     if "tensorflow" in sys.modules:
         return
-    if os.environ.get(VERBOSE_ENV) == "1":
+    if current().verbose:
         import keras
         import tensorflow
 
@@ -324,13 +321,13 @@ def configure_tensorflow() -> None:
     """Import TensorFlow quietly, and apply ``SWEEP_GPU_MEMORY_MB`` before it first touches
     the GPU."""
     import_tensorflow()
-    limit = os.environ.get(GPU_MEMORY_ENV)
+    limit = current().gpu_memory_mb
     if not limit:
         return
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.set_logical_device_configuration(
-            gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=int(limit))]
+            gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)]
         )
     log.info("GPU memory limited to %s MB per process", limit)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, TypeVar
 from sweep import _optuna, records
 from sweep.budget import GIVEN_BACK, Claim, Count, give_back, requeue, requeue_trials_of
 from sweep.errors import Interrupted, StorageUnavailable, TrialFailure
+from sweep.settings import current
 from sweep.stop import StopEvent
-from sweep.storage import HEARTBEAT_GRACE_S, HEARTBEAT_INTERVAL_S
 
 if TYPE_CHECKING:
     import optuna
@@ -100,7 +100,7 @@ def run_trials(
             if not waited:
                 waited = True
                 _say_waiting(study, claim.count, budget)
-            stop.wait(min(HEARTBEAT_INTERVAL_S, 0.5))
+            stop.wait(min(current().heartbeat_interval_s, 0.5))
     except KeyboardInterrupt:
         # The signal's own interrupt. A trial it caught outside the objective (claimed, not
         # yet started) is still RUNNING here: fail it and run it again, as the objective does.
@@ -112,7 +112,7 @@ def _say_waiting(study: optuna.Study, count: Count, budget: int) -> None:
     log.info(
         "study %r: %d of %d trials finished, %d running on other workers; waiting for them "
         "to end (a dead worker's trial runs again here after %d s)",
-        study.study_name, count.done, budget, count.running, HEARTBEAT_GRACE_S,
+        study.study_name, count.done, budget, count.running, current().heartbeat_grace_s,
     )  # fmt: skip
 
 

@@ -6,10 +6,10 @@ neither Python's collector, ``keras.backend.clear_session``, removing the traced
 from TensorFlow's context nor ``malloc_trim`` gives back; a PyTorch worker grew 8.5 MB a trial
 for its first 80 one-epoch trials, and a JAX worker 1 to 2 MB a trial (``python -m
 benchmarks.memory`` measures each). So a worker, between two trials and with none running,
-``exec``s its own command line every :data:`EVERY` trials, on every backend: the same PID (a
+``exec``s its own command line every N trials (25 unless told), on every backend: the same PID (a
 launcher, Docker and a scheduler see one process throughout), a fresh heap. The new process
 reads its data again and joins the study as any worker does; no trial is lost, since none is
-running. ``$SWEEP_RECYCLE_TRIALS`` sets N (0: never).
+running. ``$SWEEP_RECYCLE_TRIALS`` sets N (0: never; :mod:`sweep.settings`).
 
 The Python API (:func:`sweep.run`) trains in its caller's process, which it cannot replace.
 """
@@ -20,18 +20,18 @@ import logging
 import os
 import sys
 
-__all__ = ["EVERY", "RECYCLE_ENV", "every", "replace_if_due"]
+from sweep.settings import ENV, current
+
+__all__ = ["RECYCLE_ENV", "every", "replace_if_due"]
 
 log = logging.getLogger(__name__)
 
-RECYCLE_ENV = "SWEEP_RECYCLE_TRIALS"
-EVERY = 25  # a fresh process costs a few seconds: its imports and its data read again
+RECYCLE_ENV = ENV["recycle_trials"].name
 
 
 def every() -> int | None:
     """After how many trials a worker replaces its process; None: never."""
-    value = os.environ.get(RECYCLE_ENV, "")
-    return (int(value) if value else EVERY) or None
+    return current().recycle_trials or None
 
 
 def replace_if_due(most: int | None, ran: int, finished: int, budget: int) -> None:

@@ -2,7 +2,8 @@
 
 A PostgreSQL restart, a failover or SQLite's lock wait running out makes a storage call fail
 with a connection error. Such a call is retried with backoff for up to
-:data:`STORAGE_RETRY_S` seconds; after that it raises :class:`~sweep.errors.StorageUnavailable`
+``$SWEEP_STORAGE_RETRY`` seconds (:mod:`sweep.settings`); after that it raises
+:class:`~sweep.errors.StorageUnavailable`
 and the process stops, its completed trials already stored. A bad query, a missing table or
 bad data is not retried.
 """
@@ -11,33 +12,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sweep.errors import StorageUnavailable
+from sweep.settings import current
 from sweep.stop import critical
 
-__all__ = ["STORAGE_RETRY_S", "env_number", "is_connection_error", "retrying", "with_retries"]
+__all__ = ["is_connection_error", "retrying", "with_retries"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-
-def env_number(name: str, default: float) -> float:
-    """``$name`` as a number; a bad value falls back here and is reported, as one line, by
-    the command's environment check before anything runs."""
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-
-
-# How long a storage call keeps retrying a lost connection (a PostgreSQL restart takes seconds).
-STORAGE_RETRY_S = env_number("SWEEP_STORAGE_RETRY", 120)
 
 # psycopg 3 raises these (or subclasses: AdminShutdown, ...) when the server goes away.
 _PSYCOPG_CONNECTION = ("OperationalError", "InterfaceError")
@@ -96,14 +85,15 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
     call of this process has waited out the window, the next ones give up at once.
 
     Calls nested in a retried call (``get_all_trials`` calls ``_get_trials``) are not retried
-    again, so one outage costs at most :data:`STORAGE_RETRY_S`.
+    again, so one outage costs at most the window.
 
     Raises:
         StorageUnavailable: the connection did not come back within the window.
     """
     if getattr(_retrying_now, "active", False):
         return call()
-    deadline = time.monotonic() + STORAGE_RETRY_S
+    window = current().storage_retry_s
+    deadline = time.monotonic() + window
     delay = 0.5
     _retrying_now.active = True
     try:
@@ -121,7 +111,7 @@ def with_retries(call: Callable[[], _T], what: str) -> _T:
                 if _lost.is_set() or time.monotonic() + delay > deadline:
                     _lost.set()
                     raise StorageUnavailable(
-                        f"the storage did not answer for {STORAGE_RETRY_S:g} s ({what}); "
+                        f"the storage did not answer for {window} s ({what}); "
                         "completed trials are kept: run the same command once it is back"
                     ) from exc
                 log.warning("storage unavailable (%s); retrying in %.1f s", what, delay)

@@ -11,6 +11,7 @@ environment.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -199,7 +200,7 @@ def with_overrides(
 
 def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str, Any]) -> StudySpec:
     """The spec a study was created with: its stored file text and the data it runs on."""
-    spec = loads_study(text, name=name, source=f"study {study!r}", stored=True)
+    spec = _parse_stored(text, name, study)
     return replace(
         spec,
         dataset=fingerprint.get("dataset", spec.dataset),
@@ -207,6 +208,13 @@ def spec_from_stored(text: str, *, name: str, study: str, fingerprint: dict[str,
         validation_split=fingerprint.get("validation_split", spec.validation_split),
         sampler_seed=fingerprint.get("sampler_seed", spec.sampler_seed),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_stored(text: str, name: str, study: str) -> StudySpec:
+    """A stored study file, parsed once per process (a baseline trial reads every other
+    study's, to find one it may reuse). StudySpec is frozen: the copy is shared."""
+    return loads_study(text, name=name, source=f"study {study!r}", stored=True)
 
 
 def max_epochs(spec: StudySpec, cap: int | None) -> int:

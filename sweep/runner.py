@@ -16,13 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sweep import budget, data, devices, loop, models, records, study
 from sweep.artifacts import Publisher, StudyRefresher, open_store
 from sweep.errors import Interrupted, UserError
 from sweep.run import RunOptions
+from sweep.settings import current
 from sweep.stop import StopEvent
 from sweep.storage import open_storage
 from sweep.trial import Objective
@@ -284,18 +285,17 @@ def _worker_env(run: RunOptions, p: Placement) -> dict[str, str]:
     """What a worker started here needs besides the study's name: the storage URL (not on
     its command line, where ``ps`` would show its password), this host's folders, and its
     device."""
-    env = {
-        **os.environ,
-        **p.env,
-        "SWEEP_WORKER_LABEL": f"worker {p.index} ({p.describe()})",
-        "SWEEP_STORAGE": run.url,
-        "SWEEP_ARTIFACTS": str(run.artifacts),
-        "SWEEP_LOG_LEVEL": os.environ.get("SWEEP_WORKER_LOG_LEVEL", "WARNING"),
-        devices.BACKEND_ENV: run.keras_backend,
-    }
-    if run.data_dir is not None:
-        env["SWEEP_DATA_DIR"] = str(run.data_dir.absolute())
-    return env
+    mine = current()
+    theirs = replace(
+        mine,
+        worker_label=f"worker {p.index} ({p.describe()})",
+        storage=run.url,
+        artifacts=run.artifacts,
+        log_level=mine.worker_log_level,
+        backend=run.keras_backend,
+        data_dir=mine.data_dir if run.data_dir is None else run.data_dir.absolute(),
+    )
+    return {**os.environ, **theirs.to_env(), **p.env}  # the placement: its device
 
 
 def _supervise(

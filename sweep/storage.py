@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna
 from sweep.errors import UserError
-from sweep.retry import env_number, with_retries
+from sweep.retry import with_retries
+from sweep.settings import current
 
 if TYPE_CHECKING:
     import optuna
@@ -68,8 +69,6 @@ CONNECT_TIMEOUT_S = 5
 TCP_USER_TIMEOUT_MS = 50_000
 
 
-HEARTBEAT_INTERVAL_S = int(env_number("SWEEP_HEARTBEAT_INTERVAL", 10))
-HEARTBEAT_GRACE_S = int(env_number("SWEEP_HEARTBEAT_GRACE", 60))
 MAX_RETRIES = 2
 # A worker waiting for a study lock tries again within this long, doubling from the least to
 # the most.
@@ -79,7 +78,7 @@ LOCK_POLL_MAX_S = 0.2
 
 def default_url() -> str:
     """``$SWEEP_STORAGE``, else the embedded SQLite file in the working directory."""
-    return os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE
+    return current().storage or DEFAULT_STORAGE
 
 
 def redact(url: str) -> str:
@@ -357,8 +356,8 @@ def open_storage(url: str, *, check: bool = True, create: bool = True) -> SweepS
             parsed.render_as_string(hide_password=False),
             engine_kwargs=kwargs,
             skip_table_creation=not create,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_S,
+            heartbeat_interval=current().heartbeat_interval_s,
+            grace_period=current().heartbeat_grace_s,
             # A dead process's trial is run again with the same params, a bounded number of times.
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 max_retry=MAX_RETRIES

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from sweep import api, artifacts
 from sweep.config import BACKENDS, DATASETS
-from sweep.errors import UserError
 from sweep.run import RunOptions
-from sweep.storage import (
-    HEARTBEAT_GRACE_S,
-    HEARTBEAT_INTERVAL_S,
-)
 
 __all__ = [
     "add_artifacts_option",
     "add_existing_study_options",
     "add_run_options",
     "add_storage_option",
-    "check_environment",
     "positive",
     "run_from_file",
     "storage_url",
@@ -166,48 +159,3 @@ def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:
         artifacts_dir=args.artifacts,
         replace_study_file=args.replace_study_file,
     )
-
-
-_DAY = 86_400
-# Environment variables that tune a run: name -> (least and most allowed, what it means). The
-# thread counts are the libraries' own variables, read by the backend in each worker, where
-# a word would fail every trial (PyTorch) or be ignored (TensorFlow).
-_NUMERIC_ENV = {
-    "SWEEP_HEARTBEAT_INTERVAL": (1, _DAY, "seconds between a trial's heartbeats"),
-    "SWEEP_HEARTBEAT_GRACE": (1, _DAY, "seconds without a heartbeat before a trial is stale"),
-    "SWEEP_STORAGE_RETRY": (0, _DAY, "seconds a lost storage connection is retried"),
-    "SWEEP_GPU_MEMORY_MB": (1, 2**20, "GPU memory limit per worker, in MB"),
-    "SWEEP_RECYCLE_TRIALS": (0, 10**6, "trials before a worker replaces its process; 0: never"),
-    "OMP_NUM_THREADS": (1, 4096, "threads per worker, for PyTorch and OpenMP"),
-    "TF_NUM_INTRAOP_THREADS": (1, 4096, "TensorFlow's threads within an operation"),
-    "TF_NUM_INTEROP_THREADS": (1, 4096, "TensorFlow's threads across operations"),
-}
-_LOG_LEVELS = ("SWEEP_LOG_LEVEL", "SWEEP_WORKER_LOG_LEVEL")
-
-
-def check_environment() -> None:
-    """Refuse a bad ``SWEEP_*`` (or thread count) environment variable in one line, before
-    anything runs: the launcher checks its workers' variables too, before the study exists."""
-    for name, (least, most, meaning) in _NUMERIC_ENV.items():
-        value = os.environ.get(name, "")
-        if not value:
-            continue
-        try:
-            ok = least <= int(value) <= most
-        except ValueError:
-            ok = False
-        if not ok:
-            raise UserError(
-                f"${name}={value!r}: expected a whole number from {least} to {most} "
-                f"({meaning}); fix or unset it"
-            )
-    if HEARTBEAT_GRACE_S <= HEARTBEAT_INTERVAL_S:
-        raise UserError(
-            f"$SWEEP_HEARTBEAT_GRACE={HEARTBEAT_GRACE_S} is not longer than "
-            f"$SWEEP_HEARTBEAT_INTERVAL={HEARTBEAT_INTERVAL_S}: every running trial would look "
-            "dead; make the grace longer"
-        )
-    for name in _LOG_LEVELS:
-        level = os.environ.get(name, "")
-        if level and not isinstance(logging.getLevelName(level.upper()), int):
-            raise UserError(f"${name}={level!r}: use DEBUG, INFO, WARNING or ERROR")

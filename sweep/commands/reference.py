@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sweep.cli import COMMANDS, command_parser, parser
 from sweep.config import settings_markdown
+from sweep.settings import environment_markdown
 
 __all__ = ["GENERATED", "cli_markdown", "performance_markdown", "study_file_markdown", "write"]
 
@@ -50,6 +51,13 @@ def cli_markdown() -> str:
         ]
         for name in COMMANDS:
             parts += [f"## sweep {name}", f"```text\n{_help(command_parser(name))}\n```"]
+        parts += [
+            "## Environment variables",
+            "Read and checked once, before a command runs (`sweep/settings.py`, which generates "
+            "this table): a bad value is refused in one line. A launcher hands its own to its "
+            "workers, with the run's storage, folders and backend.",
+            environment_markdown(),
+        ]
     finally:
         if saved is None:
             os.environ.pop("COLUMNS", None)

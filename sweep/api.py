@@ -38,10 +38,10 @@ from sweep import (
     tables,
     verification,
 )
-from sweep.config import ARRAYS_PREFIX, StudySpec, load_study, resolve_dataset
+from sweep.config import ARRAYS_PREFIX, StudySpec, load_study
 from sweep.errors import UserError
 from sweep.records import TrialRecord
-from sweep.run import RunOptions, with_overrides
+from sweep.run import Overrides, RunOptions, default_artifacts, resolve
 from sweep.stop import StopEvent
 from sweep.storage import check_url, default_url, in_memory, open_storage, redact
 
@@ -210,29 +210,21 @@ def plan(
     Raises:
         UserError: naming the first option or study-file key that is wrong.
     """
-    spec = with_overrides(_spec(study_arg), dataset=dataset, seed=seed, sampler_seed=sampler_seed)
-    if spec.source is None:  # a study built in code: its data's path is the current folder's
-        spec = replace(spec, dataset=resolve_dataset(spec.dataset, Path.cwd()))
-        own = not spec.builtin_data and not spec.dataset.startswith(ARRAYS_PREFIX)
-        if own and not Path(spec.dataset).exists():
-            raise UserError(
-                f"study {spec.name!r}: dataset: there is no folder or file {spec.dataset}; "
-                "give a built-in name or the path of a folder of images or an .npz file"
-            )
-    url = storage or default_url()
-    return RunOptions(
-        study_name=spec.name if study_name is None else study_name,
-        url=url,
-        spec=spec,
-        budget=budget.total(spec, n_trials),
+    spec = _spec(study_arg)
+    said = Overrides(
+        n_trials=n_trials,
+        dataset=dataset,
         subset=subset,
         max_epochs=max_epochs,
-        data_dir=data_dir,
-        artifacts=(artifacts_dir or artifacts.default_dir(url)).absolute(),
-        replace_file=replace_study_file,
+        seed=seed,
+        sampler_seed=sampler_seed,
         backend=backend,
-        code_dir=spec.source.parent.absolute() if spec.source is not None else Path.cwd(),
+        data_dir=data_dir,
+        artifacts=artifacts_dir,
+        replace_file=replace_study_file,
     )
+    name = spec.name if study_name is None else study_name
+    return resolve(spec, url=storage or default_url(), name=name, said=said)
 
 
 def _arrays(data: Any, class_names: Sequence[str] | None) -> sources.Arrays:
@@ -349,7 +341,7 @@ def _existing(
         url,
         name,
         data_dir=data_dir,
-        artifacts=(artifacts_dir or artifacts.default_dir(url)).absolute(),
+        artifacts=(artifacts_dir or default_artifacts(url)).absolute(),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = open_storage(url, check=False, create=write)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from sweep import _optuna, models, plots, records, study, tables
 from sweep.errors import UserError
 from sweep.records import Completed, Scores, TrialRecord
-from sweep.settings import current
 from sweep.storage import study_lock
 
 if TYPE_CHECKING:
@@ -34,27 +33,11 @@ if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
 
-__all__ = ["Publisher", "StudyRefresher", "default_dir", "open_store", "trial_note"]
+__all__ = ["Publisher", "StudyRefresher", "open_store", "trial_note"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_PLOT_ID = "history-vs-baseline"
-
-
-def default_dir(url: str) -> Path:
-    """Where the artifacts of the study storage ``url`` go unless told otherwise."""
-    import sqlalchemy
-
-    if env := current().artifacts:
-        return env
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):  # refused when checked
-        return Path("sweep-artifacts")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        db = Path(parsed.database)
-        return db.with_name(f"{db.stem}-artifacts")
-    return Path("sweep-artifacts")
 
 
 def open_store(path: Path, *, create: bool = True) -> FileSystemArtifactStore:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep import data, devices, sources
+from sweep.budget import total
 from sweep.config import (
     ARRAYS_PREFIX,
     DATASETS,
@@ -27,13 +28,70 @@ from sweep.config import (
     resolve_dataset,
 )
 from sweep.errors import UserError
+from sweep.settings import current
 
-__all__ = ["RunOptions", "max_epochs", "spec_from_stored", "with_overrides"]
+__all__ = [
+    "Overrides",
+    "RunOptions",
+    "Stored",
+    "default_artifacts",
+    "max_epochs",
+    "resolve",
+    "spec_from_stored",
+    "with_overrides",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_STUDY_NAME = 512  # Optuna's studies.study_name column
 COMPANION_SUFFIX = ".verify"  # sweep verify records its repeats in study NAME + this
+SPEC_ATTR = "sweep:study_file"  # system attr: the study file's name, text and folder
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a study holds about its run (written by :func:`sweep.study.open_study`)."""
+
+    fingerprint: dict[str, Any] | None
+    budget: int | None
+    max_epochs: int | None
+    file_name: str | None
+    file_text: str | None
+    file_folder: str | None = None  # where the study file was: its families' modules
+
+    @classmethod
+    def from_attrs(cls, user: dict[str, Any], system: dict[str, Any]) -> Stored:
+        saved = system.get(SPEC_ATTR) or {}
+        return cls(
+            fingerprint=user.get("fingerprint"),
+            budget=user.get("budget"),
+            max_epochs=user.get("max_epochs"),
+            file_name=saved.get("name"),
+            file_text=saved.get("text"),
+            file_folder=saved.get("folder"),
+        )
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a command line or a Python call says of a run beyond its study (None: not said).
+
+    Applied to a study file by :func:`resolve`, every one; to a stored run, those that belong
+    to this host or this launch (the budget, the epoch cap, the folders, the backend): the
+    rest are the study's, checked against it by the worker command.
+    """
+
+    study_name: str | None = None
+    n_trials: int | None = None
+    dataset: str | None = None
+    subset: int | None = None
+    max_epochs: int | None = None
+    seed: int | None = None
+    sampler_seed: int | None = None
+    backend: str | None = None
+    data_dir: Path | None = None
+    artifacts: Path | None = None
+    replace_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +233,80 @@ class RunOptions:
     def top_epochs(self) -> int:
         """The most epochs any trial runs: the pruner's maximum resource."""
         return max_epochs(self.spec, self.max_epochs)
+
+
+def default_artifacts(url: str) -> Path:
+    """Where the artifacts of the study storage ``url`` go unless told otherwise:
+    ``$SWEEP_ARTIFACTS``, else beside a SQLite file (``sweep.db`` -> ``sweep-artifacts/``),
+    else ``sweep-artifacts`` here."""
+    import sqlalchemy
+
+    if env := current().artifacts:
+        return env
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):  # refused when checked
+        return Path("sweep-artifacts")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        db = Path(parsed.database)
+        return db.with_name(f"{db.stem}-artifacts")
+    return Path("sweep-artifacts")
+
+
+def resolve(source: StudySpec | Stored, *, url: str, name: str, said: Overrides) -> RunOptions:
+    """The run of study ``name`` at ``url``: from a study file's ``source`` (a new study, or
+    one it resumes), or from what the study stores, with what was ``said``. The one place a
+    :class:`RunOptions` is made.
+
+    Raises:
+        UserError: an override out of range, or a stored study without its file.
+    """
+    artifacts = (said.artifacts or default_artifacts(url)).absolute()
+    if isinstance(source, StudySpec):
+        spec = with_overrides(
+            source, dataset=said.dataset, seed=said.seed, sampler_seed=said.sampler_seed
+        )
+        if spec.source is None:  # a study built in code: its data's path is the current folder's
+            spec = replace(spec, dataset=resolve_dataset(spec.dataset, Path.cwd()))
+            own = not spec.builtin_data and not spec.dataset.startswith(ARRAYS_PREFIX)
+            if own and not Path(spec.dataset).exists():
+                raise UserError(
+                    f"study {spec.name!r}: dataset: there is no folder or file {spec.dataset}; "
+                    "give a built-in name or the path of a folder of images or an .npz file"
+                )
+        return RunOptions(
+            study_name=name,
+            url=url,
+            spec=spec,
+            budget=total(spec, said.n_trials),
+            subset=said.subset,
+            max_epochs=said.max_epochs,
+            data_dir=said.data_dir,
+            artifacts=artifacts,
+            replace_file=said.replace_file,
+            backend=said.backend,
+            code_dir=spec.source.parent.absolute() if spec.source is not None else Path.cwd(),
+        )
+    if source.file_text is None or source.file_name is None:
+        raise UserError(f"study {name!r} has no study file recorded; run sweep launch first")
+    fingerprint = source.fingerprint or {}
+    spec = spec_from_stored(
+        source.file_text, name=source.file_name, study=name, fingerprint=fingerprint
+    )
+    n_trials = said.n_trials
+    return RunOptions(
+        study_name=name,
+        url=url,
+        spec=spec,
+        budget=total(spec, n_trials) if n_trials else source.budget or total(spec, None),
+        subset=fingerprint.get("subset"),
+        max_epochs=said.max_epochs or source.max_epochs,
+        data_dir=said.data_dir,
+        artifacts=artifacts,
+        backend=said.backend,
+        data_sha256=fingerprint.get("data_sha256"),
+        code_dir=Path(source.file_folder) if source.file_folder else None,
+    )
 
 
 def with_overrides(

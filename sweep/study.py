@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import _optuna, records
-from sweep.budget import total
 from sweep.config import Params, PrunerSpec, StudySpec, is_builtin_family
 from sweep.errors import UserError
 from sweep.records import TrialRecord
-from sweep.run import RunOptions, spec_from_stored
+from sweep.run import SPEC_ATTR, Overrides, RunOptions, Stored, resolve, spec_from_stored
 from sweep.space import incompatible_dimensions, optuna_params, planned, point_key
 from sweep.storage import read_only, redact, study_lock
 
@@ -50,35 +49,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SPEC_ATTR = "sweep:study_file"  # system attr: the study file's name and text
 HISTORY_ATTR = "sweep:replaced_study_files"  # system attr: files replaced, oldest first
 KEPT_ATTR = "sweep:kept_models"  # system attr: [{"trial", "value", "artifact_id"}], best first
 DATA_ATTR = "data"  # user attr: the data's input shape and class names
 VERIFICATION_ATTR = "verification"  # user attr: sweep verify's result, in Markdown
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What a study holds about its run (see :func:`open_study`)."""
-
-    fingerprint: dict[str, Any] | None
-    budget: int | None
-    max_epochs: int | None
-    file_name: str | None
-    file_text: str | None
-    file_folder: str | None = None  # where the study file was: its families' modules
-
-    @classmethod
-    def from_attrs(cls, user: dict[str, Any], system: dict[str, Any]) -> Stored:
-        saved = system.get(SPEC_ATTR) or {}
-        return cls(
-            fingerprint=user.get("fingerprint"),
-            budget=user.get("budget"),
-            max_epochs=user.get("max_epochs"),
-            file_name=saved.get("name"),
-            file_text=saved.get("text"),
-            file_folder=saved.get("folder"),
-        )
 
 
 def peek(url: str, name: str) -> Stored | None:
@@ -203,23 +177,14 @@ def stored_run(
             f"study {name!r} in {redact(url)} was not created by sweep launch (it has no "
             "study file recorded); run it with sweep launch first"
         )
-    fingerprint = stored.fingerprint or {}
-    spec = spec_from_stored(
-        stored.file_text, name=stored.file_name, study=name, fingerprint=fingerprint
-    )
-    return RunOptions(
-        study_name=name,
-        url=url,
-        spec=spec,
-        budget=total(spec, budget) if budget else stored.budget or total(spec, None),
-        subset=fingerprint.get("subset"),
-        max_epochs=max_epochs or stored.max_epochs,
+    said = Overrides(
+        n_trials=budget,
+        max_epochs=max_epochs,
+        backend=backend,
         data_dir=data_dir,
         artifacts=artifacts,
-        backend=backend,
-        data_sha256=fingerprint.get("data_sha256"),
-        code_dir=Path(stored.file_folder) if stored.file_folder else None,
     )
+    return resolve(stored, url=url, name=name, said=said)
 
 
 # --------------------------------------------------------------------------- opening

@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from sweep import api, artifacts
+from sweep import api
 from sweep.config import BACKENDS, DATASETS
-from sweep.run import RunOptions
+from sweep.run import RunOptions, default_artifacts
 
 __all__ = [
     "add_artifacts_option",
@@ -139,7 +139,7 @@ def storage_url(args: argparse.Namespace, *, write: bool = True) -> str:
 
 
 def artifacts_dir(args: argparse.Namespace, url: str) -> Path:
-    return (args.artifacts or artifacts.default_dir(url)).absolute()
+    return (args.artifacts or default_artifacts(url)).absolute()
 
 
 def run_from_file(args: argparse.Namespace, url: str) -> RunOptions:

@@ -11,9 +11,10 @@ import ipaddress
 import logging
 import socket
 
-from sweep.artifacts import default_dir, open_store
+from sweep.artifacts import open_store
 from sweep.commands import _options
 from sweep.errors import UserError
+from sweep.run import default_artifacts
 from sweep.stop import StopEvent
 from sweep.storage import open_storage, read_only, redact
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, stop: StopEvent) -> int:
                     "--storage URL"
                 )
     _check_listen(args.host, args.port)  # before anything is made, and before the banner
-    folder = args.artifacts or default_dir(url)
+    folder = args.artifacts or default_artifacts(url)
     # A folder named on the command line must exist: a typo would show no artifacts at all.
     store = open_store(folder, create=args.artifacts is None)
     if listens_everywhere(args.host):

@@ -111,8 +111,8 @@ def confusion_table(matrix: list[list[int]], classes: tuple[str, ...] = ()) -> l
     """A confusion matrix as Markdown: true classes by row, predicted by column.
 
     A table in the note, not a figure: the dashboard shows it beside the metrics, and drawing
-    it with Matplotlib cost ~0.1 s of CPU per trial, a third of what a trial cost beyond
-    training (``benchmarks/overhead.py``).
+    it with Matplotlib cost a third of what a trial cost beyond training, when measured
+    (``python -m benchmarks --only overhead`` prints that cost).
     """
     n = len(matrix)
     names = classes if len(classes) == n else tuple(f"class {i}" for i in range(n))
@@ -224,7 +224,7 @@ class StudyRefresher:
 
     As an ``on_trial_end`` hook it rewrites them at most once every ``every_s`` seconds, the
     first time ``every_s`` after it was made, so that short trials do not each pay for a
-    study-wide figure (Plotly's import, ~0.1 s of CPU, and the figure); :meth:`flush` writes what is
+    study-wide figure (Plotly's import, and the figure); :meth:`flush` writes what is
     pending when the worker stops. Called without a trial, it rewrites them at once.
     """
 

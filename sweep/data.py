@@ -627,8 +627,8 @@ def _scale(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(x, tf.float32) / 255.0, y
 
 
-# A worker's arrays never change: each becomes a tensor once, not once a trial (copying
-# CIFAR-10's 40,000 training images into one cost 0.12 s of CPU). The arrays are held with
+# A worker's arrays never change: each becomes a tensor once, not once a trial (a copy of
+# every training image each time). The arrays are held with
 # their dataset, so an id is never reused while its entry lives; the oldest goes first.
 _SLICES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, Any]] = {}
 _SLICES_KEPT = 4  # train, validation and test, and one to spare

@@ -91,7 +91,7 @@ def configure(name: str) -> None:
         return
     # Keras imports TensorFlow wherever it is installed (to seed it, to take tf.data input);
     # on the other backends it is kept out of the process, which needs nothing of it and
-    # would pay ~3 s and ~0.5 GiB for it.
+    # would pay its import in seconds and memory (``python -m benchmarks --only startup``).
     sys.modules.setdefault("tensorflow", None)  # type: ignore[arg-type]
     limit = current().gpu_memory_mb
     if name == "jax":
@@ -193,7 +193,8 @@ def parse_gpus(text: str, available: list[str]) -> list[str]:
 
 
 WORKER_MEMORY_GIB = 1.0
-"""Host memory one worker takes: a TensorFlow process training these CNNs held 0.8 GiB."""
+"""Host memory planned per worker: above what a TensorFlow process training these CNNs holds
+(``python -m benchmarks.memory`` prints a worker's RSS)."""
 
 
 def available_memory_gib() -> float:

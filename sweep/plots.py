@@ -31,7 +31,7 @@ BASELINE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": "--", "linewidth
 
 
 def save_png(figure: Figure, path: Path) -> Path:
-    # zlib's fastest level: the files are a few percent larger, and written 25% faster.
+    # zlib's fastest level: the files are a few percent larger, and written faster.
     figure.savefig(path, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return path
 
@@ -46,8 +46,8 @@ def learning_curves(
     dashed beside them: one SVG document, the accuracy chart left of the loss chart.
 
     Drawn by pygal, not Matplotlib: every completed trial draws one, and measured side by
-    side, Matplotlib cost a worker 0.75 s of CPU to import and 0.16 s a figure, pygal 0.06 s
-    and 0.017 s.
+    side Matplotlib cost a worker about ten times pygal's CPU, to import and per figure (a
+    trial's whole cost is what ``python -m benchmarks --only overhead`` prints).
     """
     import pygal
     from pygal.style import Style
@@ -94,7 +94,8 @@ def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyF
     baseline's value drawn as a line.
 
     Drawn with ``plotly.graph_objects`` alone: ``optuna.visualization`` would do it too, but
-    importing it costs a worker ~0.6 s of CPU, about 0.1 s a trial on a short study.
+    importing it costs a worker a noticeable share of a short trial's CPU (``python -m
+    benchmarks --only overhead`` prints a trial's cost beyond training).
     """
     import itertools
 
@@ -111,7 +112,7 @@ def history_figure(study: optuna.Study, baseline_value: float | None) -> PlotlyF
         ]
     )
     if baseline_value is not None:
-        # A shape and an annotation, not add_hline: that costs Plotly 60 ms a call.
+        # A shape and an annotation, not add_hline, which is far slower in Plotly.
         figure.add_shape(
             type="line", xref="paper", x0=0, x1=1, y0=baseline_value, y1=baseline_value,
             line={"dash": "dash", "color": "gray"},

@@ -1,15 +1,15 @@
 """A worker replaces its own process every N trials, so that what a backend keeps per trial
 is given back.
 
-TensorFlow keeps about 16 MB of a process's memory for every model it has trained, which
+TensorFlow keeps megabytes of a process's memory for every model it has trained, which
 neither Python's collector, ``keras.backend.clear_session``, removing the traced functions
-from TensorFlow's context nor ``malloc_trim`` gives back; a PyTorch worker grew 8.5 MB a trial
-for its first 80 one-epoch trials, and a JAX worker 1 to 2 MB a trial (``python -m
-benchmarks.memory`` measures each). So a worker, between two trials and with none running,
-``exec``s its own command line every N trials (25 unless told), on every backend: the same PID (a
-launcher, Docker and a scheduler see one process throughout), a fresh heap. The new process
-reads its data again and joins the study as any worker does; no trial is lost, since none is
-running. ``$SWEEP_RECYCLE_TRIALS`` sets N (0: never; :mod:`sweep.settings`).
+from TensorFlow's context nor ``malloc_trim`` gives back; PyTorch and JAX workers grow too,
+by less (``python -m benchmarks.memory`` measures each; docs/performance.md has its figures).
+So a worker, between two trials and with none running, ``exec``s its own command line every
+N trials (25 unless told), on every backend: the same PID (a launcher, Docker and a scheduler
+see one process throughout), a fresh heap. The new process reads its data again and joins the
+study as any worker does; no trial is lost, since none is running. ``$SWEEP_RECYCLE_TRIALS``
+sets N (0: never; :mod:`sweep.settings`).
 
 The Python API (:func:`sweep.run`) trains in its caller's process, which it cannot replace.
 """

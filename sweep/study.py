@@ -359,7 +359,7 @@ def open_study(
         log.info("enqueued %d planned trials (baseline and grid points)", added)
     # Optuna's cache reads every trial of the study on its first read, and a worker's first
     # claim reads under the study lock: read them now, outside it, so that no worker waits out
-    # another's first read (a study of 10,000 finished trials: seconds of CPU each).
+    # another's first read (``python -m benchmarks --only long_study`` measures a long study).
     study.get_trials(deepcopy=False)
     return study
 

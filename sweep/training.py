@@ -173,8 +173,8 @@ def train(
 
     from sweep._callbacks import BestWeights, EpochLog  # Keras: imported where a model trains
 
-    # Layer names and Keras's global state start afresh; no gc.collect() (free_memory), which
-    # costs about 0.1 s a trial on a process that holds TensorFlow: Python collects anyway.
+    # Layer names and Keras's global state start afresh; no gc.collect() (free_memory), a
+    # full collection of a process that holds TensorFlow each trial: Python collects anyway.
     keras.backend.clear_session(free_memory=False)
     keras.config.set_dtype_policy(spec.precision)
     keras.utils.set_random_seed(seed)

@@ -1,21 +1,51 @@
-"""Shared fixtures: seeding, the CLI in a subprocess, tiny CIFAR-10 archives."""
+"""Shared fixtures: seeding, the CLI in this process, study files, PostgreSQL; and the markers
+that say what a test needs (docs/development.md), applied here so that a new test cannot
+forget them."""
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import random
+import signal
 import subprocess
 import sys
-import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CLI_ENV_DROPPED, POSTGRES, OwnPostgres, make_cifar_archive, study_toml
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-REPO = Path(__file__).resolve().parent.parent
+# What the fast loop leaves out (``pytest --fast``): see docs/development.md.
+NOT_FAST = ("slow", "postgres", "docker", "browser")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the developer's loop: skip tests marked " + ", ".join(NOT_FAST),
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if needs & {"postgres_url", "own_postgres"}:
+            item.add_marker(pytest.mark.postgres)
+        if "chromium" in needs:
+            item.add_marker(pytest.mark.browser)
+        if item.path.name == "test_compose.py":
+            item.add_marker(pytest.mark.docker)
+    if not config.getoption("fast"):
+        return
+    kept = [i for i in items if not any(i.get_closest_marker(m) for m in NOT_FAST)]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept
 
 
 @pytest.fixture(autouse=True)
@@ -24,57 +54,80 @@ def _seed_everything() -> None:
     np.random.seed(0)
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run ``python -m <args>`` as a user would, from ``cwd``; returns the CompletedProcess."""
-    # As a user's shell has them: not the variables that an in-process run in this pytest
-    # process set (TensorFlow's log level would make the CLI show TensorFlow's start-up).
-    drop = ("SWEEP_STORAGE", "TF_CPP_MIN_LOG_LEVEL", "SWEEP_VERBOSE")
-    full_env = {k: v for k, v in os.environ.items() if k not in drop}
-    full_env |= {"PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+# --------------------------------------------------------------------------- the CLI in-process
 
 
-def write_cifar_batch(path: Path, images: np.ndarray, labels: list[int], name: bytes) -> None:
-    """One batch as the official archive holds it: a protocol-2 pickle with bytes keys."""
-    rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # channel-major rows
-    batch = {
-        b"batch_label": name,
-        b"labels": labels,
-        b"data": np.ascontiguousarray(rows, dtype=np.uint8),
-        b"filenames": [b"img_%d.png" % i for i in range(len(images))],
-    }
-    path.write_bytes(pickle.dumps(batch, protocol=2))
+@dataclass(frozen=True)
+class Ran:
+    """What a command left: as a CompletedProcess has it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def make_cifar_dir(root: Path, *, per_batch: int = 20, seed: int = 0) -> Path:
-    """A tiny ``cifar-10-batches-py/``: five train batches and a test batch."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        images = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        write_cifar_batch(folder / name, images, labels, name.encode())
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": []}, protocol=2))
-    return folder
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """``cli("sweep.launch", *args, cwd=..., env=...)``: ``python -m sweep.launch ARGS`` run
+    in this process, through the entry the real process runs, with the environment a user's
+    shell would give it. Exit code and output as :func:`helpers.run_cli` returns them, in a
+    tenth of the time; whatever the command set (environment, signal handlers, logging) is
+    put back afterwards."""
+    import sweep.stop
+    from sweep import cli as entry
+
+    # The stop event a command installs stays module-global: put it back after the test.
+    monkeypatch.setattr(sweep.stop, "_installed", getattr(sweep.stop, "_installed", None))
+
+    def run(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> Ran:
+        saved_env = dict(os.environ)
+        saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        saved_hook = sys.unraisablehook
+        root = logging.getLogger()
+        saved_logging = (root.handlers[:], root.level)
+        root.handlers = []  # as in a fresh process: the command's basicConfig takes effect
+        for name in CLI_ENV_DROPPED:
+            os.environ.pop(name, None)
+        os.environ.update(env or {})
+        monkeypatch.chdir(cwd)
+        capfd.readouterr()  # what came before is not the command's
+        try:
+            if module == "sweep":
+                code = entry.main(list(args))
+            else:
+                code = entry.alias(module.removeprefix("sweep."), list(args))
+        except SystemExit as exc:  # argparse: --help, or a bad option
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            for handler in root.handlers:
+                handler.close()
+            root.handlers, level = saved_logging
+            root.setLevel(level)
+            sys.unraisablehook = saved_hook
+            for signum, handler in saved_signals.items():
+                signal.signal(signum, handler)
+            os.environ.clear()
+            os.environ.update(saved_env)
+        out, err = capfd.readouterr()
+        return Ran(code, out, err)
+
+    return run
 
 
-def make_cifar_archive(root: Path, **kwargs) -> Path:
-    """A tiny ``cifar-10-python.tar.gz`` in the official layout."""
-    staging = root / "staging"
-    folder = make_cifar_dir(staging, **kwargs)
-    archive = root / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname="cifar-10-batches-py")
-    return archive
+# --------------------------------------------------------------------------- study files
+
+
+@pytest.fixture
+def study_file(tmp_path: Path) -> Callable[..., Path]:
+    """``study_file(name="study", **keys)``: writes ``name.toml`` in ``tmp_path`` (or
+    ``folder=``) from :func:`helpers.study_toml` (the tiny study with ``keys`` over it)."""
+
+    def write(name: str = "study", *, folder: Path | None = None, **keys: object) -> Path:
+        path = (folder or tmp_path) / f"{name}.toml"
+        path.write_text(study_toml(**keys))
+        return path
+
+    return write
 
 
 @pytest.fixture
@@ -84,45 +137,28 @@ def cifar_archive(tmp_path: Path) -> Path:
     return make_cifar_archive(data_dir)
 
 
-class OwnPostgres:
-    """A PostgreSQL cluster of a test's own, on a free port: one a test may stop for good
-    (the shared server on 5432 stays up). Made with Debian's binaries, run as ``postgres``."""
-
-    def __init__(self, root: Path) -> None:
-        import shutil
-        import socket
-
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-        assert versions, "PostgreSQL's server binaries are not installed"
-        self.bin = versions[-1]
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.chown(root, "postgres")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self._as_postgres("initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres")
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        self._as_postgres(
-            "pg_ctl", "-D", str(self.root / "data"), "-o", options,
-            "-l", str(self.root / "log"), "-w", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._as_postgres("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+# --------------------------------------------------------------------------- servers
 
 
 @pytest.fixture
-def own_postgres():
+def postgres_url() -> str:
+    """The shared PostgreSQL database on 127.0.0.1:5432; a test that asks for it (directly or
+    through another fixture) is marked ``postgres``."""
+    return POSTGRES
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, for Playwright; a test that asks for it is marked ``browser``."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "install Debian's chromium (apt-get install chromium; .ci/run does)"
+    return path
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
     """A started :class:`OwnPostgres`, stopped and removed afterwards. Its folder is outside
     pytest's (which only root may enter), for the server runs as ``postgres``."""
     import shutil

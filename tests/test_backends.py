@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -150,6 +150,7 @@ def test_the_backend_is_the_flag_the_launchers_the_files_then_keras_backend(monk
     assert devices.backend("jax", "torch") == "jax"  # --backend
 
 
+@pytest.mark.slow
 def test_mixed_precision_computes_in_bfloat16_and_keeps_the_softmax_in_float32() -> None:
     import keras
 

@@ -1,5 +1,7 @@
-"""Every bad input, through the real CLI: exit code 2, one line naming what is wrong and the
-fix, no traceback, and the storage exactly as it was."""
+"""Every bad input, through the CLI: exit code 2, one line naming what is wrong and the fix,
+no traceback, and the storage exactly as it was. The CLI runs in this process (the ``cli``
+fixture: the entry ``python -m sweep.X`` runs, a tenth of a subprocess's time); a few tests
+run it as a real process, to show that the process itself prints that one line and exits 2."""
 
 from __future__ import annotations
 
@@ -16,22 +18,38 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import make_cifar_archive, make_cifar_dir, run_cli
-from test_config import BAD_FILES
-from test_data import _RunsCode
+from helpers import (
+    BAD_FILES,
+    REPO,
+    RunsCode,
+    make_cifar_archive,
+    make_cifar_dir,
+    run_cli,
+    study_toml,
+)
 
 STUDY = "existing"
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Iterator[tuple[str, Callable[[], object]]]:
-    """A storage holding a finished study, and a snapshot of every byte around it."""
-    db = tmp_path / "store" / "sweep.db"
-    db.parent.mkdir()
+@pytest.fixture(scope="session")
+def _finished_study(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a SQLite storage holding a finished study: made once (Optuna's schema takes
+    half a second to create), copied for each test."""
+    db = tmp_path_factory.mktemp("finished") / "sweep.db"
     url = f"sqlite:///{db}"
     study = optuna.create_study(study_name=STUDY, storage=url, direction="maximize")
     study.tell(study.ask(), 0.5)
     optuna.storages.RDBStorage(url).engine.dispose()
+    return db.read_bytes()
+
+
+@pytest.fixture
+def storage(tmp_path: Path, _finished_study: bytes) -> Iterator[tuple[str, Callable[[], object]]]:
+    """A storage holding a finished study, and a snapshot of every byte around it."""
+    db = tmp_path / "store" / "sweep.db"
+    db.parent.mkdir()
+    db.write_bytes(_finished_study)
+    url = f"sqlite:///{db}"
 
     def snapshot() -> object:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in db.parent.iterdir()}
@@ -52,27 +70,27 @@ def _refused(result, *needles: str) -> str:
     return lines[0]
 
 
-def _launch(cwd: Path, url: str, *args: str, env: dict[str, str] | None = None):
-    return run_cli("sweep.launch", *args, "--storage", url, "--study-name", STUDY, cwd=cwd, env=env)
+def _launch(run, cwd: Path, url: str, *args: str, env: dict[str, str] | None = None):
+    return run("sweep.launch", *args, "--storage", url, "--study-name", STUDY, cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_FILES)
-def test_bad_study_files(tmp_path: Path, storage, text: str, message: str) -> None:
+def test_bad_study_files(tmp_path: Path, storage, text: str, message: str, cli) -> None:
     import re
 
     url, _ = storage
     (tmp_path / "study.toml").write_text(text)
-    line = _refused(_launch(tmp_path, url, "--study", "study.toml"))
+    line = _refused(_launch(cli, tmp_path, url, "--study", "study.toml"))
     assert re.search(message, line), line
 
 
-def test_unknown_missing_and_unreadable_study_files(tmp_path: Path, storage) -> None:
+def test_unknown_missing_and_unreadable_study_files(tmp_path: Path, storage, cli) -> None:
     url, _ = storage
-    _refused(_launch(tmp_path, url, "--study", "exp9"), "unknown study 'exp9'", "exp3, exp4")
-    _refused(_launch(tmp_path, url, "--study", "gone.toml"), "gone.toml does not exist")
-    _refused(_launch(tmp_path, url, "--study", f"{tmp_path}/"), "is a folder")
+    _refused(_launch(cli, tmp_path, url, "--study", "exp9"), "unknown study 'exp9'", "exp3, exp4")
+    _refused(_launch(cli, tmp_path, url, "--study", "gone.toml"), "gone.toml does not exist")
+    _refused(_launch(cli, tmp_path, url, "--study", f"{tmp_path}/"), "is a folder")
     (tmp_path / "latin.toml").write_bytes(b"description = '\xe9t\xe9'\n")
-    _refused(_launch(tmp_path, url, "--study", "latin.toml"), "cannot read study file")
+    _refused(_launch(cli, tmp_path, url, "--study", "latin.toml"), "cannot read study file")
 
 
 @pytest.mark.parametrize(
@@ -97,8 +115,8 @@ def test_unknown_missing_and_unreadable_study_files(tmp_path: Path, storage) -> 
         ),
     ],
 )
-def test_bad_storage_urls(tmp_path: Path, url: str, needles: tuple[str, ...]) -> None:
-    result = run_cli("sweep.launch", "--study", "quickstart", "--storage", url, cwd=tmp_path)
+def test_bad_storage_urls(tmp_path: Path, url: str, needles: tuple[str, ...], cli) -> None:
+    result = cli("sweep.launch", "--study", "quickstart", "--storage", url, cwd=tmp_path)
     _refused(result, *needles)
     assert "s3cret" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []
@@ -189,45 +207,52 @@ def _fifo(d: Path) -> None:
         (_corrupt_gzip, ("cifar-10-python.tar.gz", "download it again")),
     ],
 )
-def test_bad_cifar10_files(tmp_path: Path, storage, make, needles: tuple[str, ...]) -> None:
+def test_bad_cifar10_files(tmp_path: Path, storage, make, needles: tuple[str, ...], cli) -> None:
     url, _ = storage
     data = tmp_path / "data"
     make(data)
     args = ("--study", "exp1", "--data-dir", str(data))
-    _refused(_launch(tmp_path, url, *args), *needles)
+    _refused(_launch(cli, tmp_path, url, *args), *needles)
 
 
-def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path: Path, storage) -> None:
+def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path: Path, storage, cli) -> None:
     url, _ = storage
     folder = make_cifar_dir(tmp_path / "data")
     marker = tmp_path / "pwned"
-    (folder / "data_batch_3").write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    (folder / "data_batch_3").write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
     args = ("--study", "exp1", "--data-dir", str(tmp_path / "data"))
-    _refused(_launch(tmp_path, url, *args), "data_batch_3", "refused global")
+    _refused(_launch(cli, tmp_path, url, *args), "data_batch_3", "refused global")
     assert not marker.exists()
 
 
-def test_a_missing_archive_that_cannot_be_downloaded(tmp_path: Path, storage) -> None:
+def test_a_missing_archive_that_cannot_be_downloaded(tmp_path: Path, storage, cli) -> None:
     url, _ = storage
     (tmp_path / "data").mkdir()
     env = {"SWEEP_CIFAR10_URL": "http://127.0.0.1:9/cifar-10-python.tar.gz"}
     args = ("--study", "exp1", "--data-dir", str(tmp_path / "data"))
-    _refused(_launch(tmp_path, url, *args, env=env), "download from", "put cifar-10-python")
+    _refused(_launch(cli, tmp_path, url, *args, env=env), "download from", "put cifar-10-python")
     assert list((tmp_path / "data").iterdir()) == []  # no partial file left
 
 
-def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, storage) -> None:
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files without logging each request to stderr, which the command's is here."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, storage, cli) -> None:
     url, _ = storage
     served = tmp_path / "mirror"
     make_cifar_archive(served)  # a valid archive, but not the official one
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler = partial(_QuietHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         mirror = f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz"
         (tmp_path / "data").mkdir()
         args = ("--study", "exp1", "--data-dir", str(tmp_path / "data"))
-        result = _launch(tmp_path, url, *args, env={"SWEEP_CIFAR10_URL": mirror})
+        result = _launch(cli, tmp_path, url, *args, env={"SWEEP_CIFAR10_URL": mirror})
     finally:
         server.shutdown()
     _refused(result, "is not the official c58f30108f718f92721af3b95e74349a")
@@ -256,9 +281,9 @@ def test_a_download_that_fails_its_md5_is_refused_and_removed(tmp_path: Path, st
         (("--sampler-seed", "40001"), ("--sampler-seed 40001 is out of range", "[0, 40000]")),
     ],
 )
-def test_bad_options(tmp_path: Path, storage, args: tuple[str, ...], needles) -> None:
+def test_bad_options(tmp_path: Path, storage, args: tuple[str, ...], needles, cli) -> None:
     url, _ = storage
-    _refused(_launch(tmp_path, url, "--study", "quickstart", *args), *needles)
+    _refused(_launch(cli, tmp_path, url, "--study", "quickstart", *args), *needles)
 
 
 def test_the_worker_refuses_bad_input_the_same_way(tmp_path: Path, storage) -> None:
@@ -270,7 +295,7 @@ def test_the_worker_refuses_bad_input_the_same_way(tmp_path: Path, storage) -> N
 
 
 def test_a_study_run_on_other_data_is_refused_before_anything_is_written(
-    tmp_path: Path,
+    tmp_path: Path, cli
 ) -> None:
     db = tmp_path / "store" / "sweep.db"
     db.parent.mkdir()
@@ -279,15 +304,15 @@ def test_a_study_run_on_other_data_is_refused_before_anything_is_written(
     study.set_user_attr("fingerprint", {"dataset": "cifar10", "seed": 0})
     optuna.storages.RDBStorage(url).engine.dispose()
     before = {p.name: p.read_bytes() for p in db.parent.iterdir()}
-    result = _launch(tmp_path, url, "--study", "quickstart", "--subset", "50")
+    result = _launch(cli, tmp_path, url, "--study", "quickstart", "--subset", "50")
     _refused(result, "was run with {'dataset': 'cifar10'", "pass --study-name NEW")
     assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == before
 
 
-def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path) -> None:
+def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path, cli) -> None:
     (tmp_path / "open.toml").write_text("[space]\nlearning_rate = { low = 1e-4, high = 1e-2 }\n")
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    result = run_cli("sweep.worker", "--study", "open.toml", "--storage", url, cwd=tmp_path)
+    result = cli("sweep.worker", "--study", "open.toml", "--storage", url, cwd=tmp_path)
     _refused(result, "n_trials is missing", "--n-trials N")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["open.toml"]
 
@@ -307,10 +332,10 @@ def test_a_worker_with_no_budget_anywhere_writes_nothing(tmp_path: Path) -> None
         ("SWEEP_LOG_LEVEL", "chatty"),
     ],
 )
-def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: str) -> None:
+def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: str, cli) -> None:
     url, _ = storage
     for module in ("sweep.launch", "sweep.worker"):
-        result = run_cli(
+        result = cli(
             module, "--study", "quickstart", "--storage", url, "--study-name", STUDY,
             cwd=tmp_path, env={name: value},
         )  # fmt: skip
@@ -336,21 +361,21 @@ def test_bad_environment_variables(tmp_path: Path, storage, name: str, value: st
         (("sweep.dashboard", "--host", "no.such.host.invalid"), ("cannot listen on no.such",)),
     ],
 )
-def test_the_study_tools_refuse_bad_input(tmp_path: Path, storage, args, needles) -> None:
+def test_the_study_tools_refuse_bad_input(tmp_path: Path, storage, args, needles, cli) -> None:
     url, _ = storage
-    result = run_cli(*args, "--storage", url, cwd=tmp_path)
+    result = cli(*args, "--storage", url, cwd=tmp_path)
     _refused(result, *needles)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "m.keras").exists()
 
 
-def test_the_study_tools_refuse_a_storage_that_does_not_exist(tmp_path: Path) -> None:
+def test_the_study_tools_refuse_a_storage_that_does_not_exist(tmp_path: Path, cli) -> None:
     missing = f"sqlite:///{tmp_path / 'none.db'}"
     for args in (
         ("sweep.dashboard",),
         ("sweep.report", "--study", STUDY, "--out", "rep"),
         ("sweep.export", "--study", STUDY, "--out", "m.keras"),
     ):
-        _refused(run_cli(*args, "--storage", missing, cwd=tmp_path), "none.db")
+        _refused(cli(*args, "--storage", missing, cwd=tmp_path), "none.db")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -358,8 +383,6 @@ def test_the_dashboard_warns_when_it_listens_on_every_address(tmp_path: Path) ->
     import socket
     import subprocess
     import sys
-
-    from conftest import REPO
 
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     optuna.create_study(study_name=STUDY, storage=url)
@@ -442,14 +465,14 @@ def _garbage_db(path: Path) -> None:
     ],
     ids=["text-file", "folder", "fifo", "garbage", "truncated", "future-schema", "read-only"],
 )
-def test_a_sqlite_storage_that_is_not_a_database(tmp_path: Path, make, needle: str) -> None:
+def test_a_sqlite_storage_that_is_not_a_database(tmp_path: Path, make, needle: str, cli) -> None:
     import subprocess
 
     make(tmp_path / "x.db")
     before = _tree(tmp_path)
     try:
         for command in ("sweep.launch", "sweep.worker"):
-            result = run_cli(
+            result = cli(
                 command, "--study", "quickstart", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
                 cwd=tmp_path,
             )  # fmt: skip
@@ -468,8 +491,8 @@ def test_dev_null_as_the_storage_is_refused_and_nothing_made_beside_it(tmp_path:
     assert not Path("/dev/null-artifacts").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_a_sqlite_file_in_a_folder_that_cannot_be_written(tmp_path: Path) -> None:
-    result = run_cli(
+def test_a_sqlite_file_in_a_folder_that_cannot_be_written(tmp_path: Path, cli) -> None:
+    result = cli(
         "sweep.launch", "--study", "quickstart", "--storage", "sqlite:////proc/x.db",
         "--artifacts", str(tmp_path / "art"), cwd=tmp_path,
     )  # fmt: skip
@@ -478,9 +501,9 @@ def test_a_sqlite_file_in_a_folder_that_cannot_be_written(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
-def test_an_in_memory_storage_is_refused_for_a_sweep(tmp_path: Path, url: str) -> None:
+def test_an_in_memory_storage_is_refused_for_a_sweep(tmp_path: Path, url: str, cli) -> None:
     for args in (("sweep.launch", "--study", "quickstart"), ("sweep.worker", "--study", "q")):
-        _refused(run_cli(*args, "--storage", url, cwd=tmp_path), "in-memory database")
+        _refused(cli(*args, "--storage", url, cwd=tmp_path), "in-memory database")
     assert list(tmp_path.iterdir()) == []  # no sweep-artifacts/
 
 
@@ -493,7 +516,8 @@ def test_in_memory_sqlite_works_in_one_process() -> None:
     assert study.best_value == 1.0
 
 
-def test_a_study_name_longer_than_the_storage_holds(tmp_path: Path) -> None:
+@pytest.mark.postgres
+def test_a_study_name_longer_than_the_storage_holds(tmp_path: Path, cli) -> None:
     import subprocess
     import uuid
 
@@ -509,7 +533,7 @@ def test_a_study_name_longer_than_the_storage_holds(tmp_path: Path) -> None:
     psql(f"CREATE DATABASE {name}")
     try:
         url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        result = run_cli(
+        result = cli(
             "sweep.launch", "--study", "quickstart", "--storage", url, "--study-name", "a" * 600,
             cwd=tmp_path,
         )  # fmt: skip
@@ -531,20 +555,18 @@ def test_a_study_name_longer_than_the_storage_holds(tmp_path: Path) -> None:
         ("1000000", ("--subset 1000000 is more than the 5,000 training images of synthetic",)),
     ],
 )
-def test_a_subset_the_data_cannot_give(tmp_path: Path, storage, subset: str, needles) -> None:
+def test_a_subset_the_data_cannot_give(tmp_path: Path, storage, subset: str, needles, cli) -> None:
     url, _ = storage
-    _refused(_launch(tmp_path, url, "--study", "quickstart", "--subset", subset), *needles)
+    _refused(_launch(cli, tmp_path, url, "--study", "quickstart", "--subset", subset), *needles)
 
 
-_FIRST = """
-dataset = "synthetic"
-n_trials = 3
-[space]
-learning_rate = { low = 1e-3, high = 1e-2, log = true }
-epochs = 1
-[baseline]
-epochs = 1
-"""
+# The study a resume starts from: three one-epoch trials over a learning-rate range.
+_FIRST = {
+    "dataset": "synthetic",
+    "n_trials": 3,
+    "space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": 1},
+    "baseline": {"epochs": 1},
+}
 
 
 def _study_from(tmp_path: Path, text: str) -> str:
@@ -571,25 +593,29 @@ def _dump(url: str) -> list[str]:
 @pytest.mark.parametrize(
     ("change", "flag", "needles"),
     [
-        (("low = 1e-3", "low = 1e-4"), (), ("created from another study file", "space differ")),
         (
-            ("[baseline]\nepochs = 1", "[baseline]\nepochs = 1\nbatch_size = 64"),
+            {"space": {"learning_rate": {"low": 1e-4}}},
+            (),
+            ("created from another study file", "space differ"),
+        ),
+        (
+            {"baseline": {"batch_size": 64}},
             ("--replace-study-file",),
             ("has another baseline",),
         ),
         (
-            ("{ low = 1e-3, high = 1e-2, log = true }", "[0.001, 0.01]"),
+            {"space": {"learning_rate": [0.001, 0.01]}},
             ("--replace-study-file",),
             ("space.learning_rate changed in a way one Optuna study cannot hold",),
         ),
     ],
     ids=["space", "baseline", "range-to-list"],
 )
-def test_resuming_with_another_study_file(tmp_path: Path, change, flag, needles) -> None:
-    url = _study_from(tmp_path, _FIRST)
-    (tmp_path / "r.toml").write_text(_FIRST.replace(*change))
+def test_resuming_with_another_study_file(tmp_path: Path, change, flag, needles, cli) -> None:
+    url = _study_from(tmp_path, study_toml(_FIRST))
+    (tmp_path / "r.toml").write_text(study_toml(_FIRST, **change))
     before = _dump(url)
-    result = run_cli(
+    result = cli(
         "sweep.launch", "--study", "r.toml", "--storage", url, "--subset", "100", *flag,
         cwd=tmp_path,
     )  # fmt: skip
@@ -603,27 +629,35 @@ def test_replacing_the_study_file_on_purpose_is_recorded(tmp_path: Path) -> None
     from sweep.run import RunOptions
     from sweep.storage import open_storage
 
-    url = _study_from(tmp_path, _FIRST)
-    wider = _FIRST.replace("low = 1e-3", "low = 1e-4")
+    url = _study_from(tmp_path, study_toml(_FIRST))
+    wider = study_toml(_FIRST, space={"learning_rate": {"low": 1e-4}})
     spec = loads_study(wider, name="r", source="r.toml")
     run = RunOptions("r", url, spec, budget=3, subset=100, replace_file=True)
     study.check_resumable(run)  # allowed: a float range may widen
     opened = study.open_study(run, storage=open_storage(url))
     system = open_storage(url).get_study_system_attrs(opened._study_id)
     assert system[study.SPEC_ATTR]["text"] == wider
-    assert [f["text"] for f in system[study.HISTORY_ATTR]] == [_FIRST]
+    assert [f["text"] for f in system[study.HISTORY_ATTR]] == [study_toml(_FIRST)]
     baselines = [t for t in opened.get_trials() if t.user_attrs.get("is_baseline")]
     assert len(baselines) == 1  # the same baseline: not enqueued twice
 
 
-def test_more_workers_than_the_machine_holds(tmp_path: Path, storage) -> None:
+def test_more_workers_than_the_machine_holds(tmp_path: Path, storage, cli) -> None:
     url, _ = storage
-    result = _launch(tmp_path, url, "--study", "quickstart", "--workers", "1000")
+    result = _launch(cli, tmp_path, url, "--study", "quickstart", "--workers", "1000")
     _refused(
         result, "--workers 1000: 1000 workers is more than this machine holds", "--oversubscribe"
     )
     allowed = _launch(
-        tmp_path, url, "--study", "quickstart", "--workers", "1000", "--oversubscribe", "--dry-run"
+        cli,
+        tmp_path,
+        url,
+        "--study",
+        "quickstart",
+        "--workers",
+        "1000",
+        "--oversubscribe",
+        "--dry-run",
     )
     assert allowed.returncode == 0, allowed.stderr
     assert "workers    1000: CPU" in allowed.stdout
@@ -645,9 +679,9 @@ def test_more_workers_than_the_machine_holds(tmp_path: Path, storage) -> None:
     ],
     ids=["data-dir-is-a-file", "grace-shorter-than-interval"],
 )
-def test_more_launch_options_found_the_same_way(tmp_path: Path, storage, args, env, needles):
+def test_more_launch_options_found_the_same_way(tmp_path: Path, storage, args, env, needles, cli):
     url, _ = storage
-    _refused(_launch(tmp_path, url, "--study", "quickstart", *args, env=env), *needles)
+    _refused(_launch(cli, tmp_path, url, "--study", "quickstart", *args, env=env), *needles)
 
 
 def test_an_empty_study_name(tmp_path: Path, storage) -> None:
@@ -658,33 +692,37 @@ def test_an_empty_study_name(tmp_path: Path, storage) -> None:
     _refused(result, "--study-name is empty")
 
 
-def test_a_storage_path_through_a_file(tmp_path: Path) -> None:
+def test_a_storage_path_through_a_file(tmp_path: Path, cli) -> None:
     (tmp_path / "plain.txt").write_text("x")
     url = f"sqlite:///{tmp_path / 'plain.txt' / 'x.db'}"
-    result = run_cli("sweep.launch", "--study", "quickstart", "--storage", url, cwd=tmp_path)
+    result = cli("sweep.launch", "--study", "quickstart", "--storage", url, cwd=tmp_path)
     _refused(result, "plain.txt is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
 
 
-def test_a_report_into_a_folder_that_cannot_be_written(tmp_path: Path) -> None:
+def test_a_report_into_a_folder_that_cannot_be_written(tmp_path: Path, cli) -> None:
     """On a study sweep created (nothing trained); export's case is in test_dashboard."""
-    url = _study_from(tmp_path, _FIRST)
+    url = _study_from(tmp_path, study_toml(_FIRST))
     _refused(
-        run_cli("sweep.report", "--study", "r", "--storage", url, "--out", "/proc/r", cwd=tmp_path),
+        cli("sweep.report", "--study", "r", "--storage", url, "--out", "/proc/r", cwd=tmp_path),
         "--out /proc/r: cannot make the folder",
     )
 
 
-def test_a_validation_split_that_leaves_too_few_training_images(tmp_path: Path, storage) -> None:
+def test_a_validation_split_that_leaves_too_few_training_images(
+    tmp_path: Path, storage, cli
+) -> None:
     url, _ = storage
     (tmp_path / "vs.toml").write_text("validation_split = 0.999\n")
     _refused(
-        _launch(tmp_path, url, "--study", "vs.toml"),
+        _launch(cli, tmp_path, url, "--study", "vs.toml"),
         "validation_split 0.999 leaves 5 training and 4995 validation images",
     )
 
 
-def test_a_grid_too_large_to_run_is_refused_at_once_dry_run_or_not(tmp_path: Path, storage) -> None:
+def test_a_grid_too_large_to_run_is_refused_at_once_dry_run_or_not(
+    tmp_path: Path, storage, cli
+) -> None:
     """A million points: refused from their count, before any is made or enqueued (its dry
     run once took two minutes)."""
     import time
@@ -698,7 +736,7 @@ def test_a_grid_too_large_to_run_is_refused_at_once_dry_run_or_not(tmp_path: Pat
     )
     for extra in ((), ("--dry-run",)):
         start = time.monotonic()
-        result = _launch(tmp_path, url, "--study", "huge.toml", *extra)
+        result = _launch(cli, tmp_path, url, "--study", "huge.toml", *extra)
         _refused(result, "the grid has 1000000 points", "sampler")
         assert time.monotonic() - start < 30
 
@@ -744,19 +782,19 @@ LONG = "x" * 300  # longer than any file system's name limit (255)
     ids=["study", "storage", "data-dir", "export", "dashboard", "artifacts", "missing-home"],
 )
 def test_paths_the_system_refuses_are_one_line_and_leave_nothing(
-    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...], cli
 ) -> None:
     """A name too long, a folder under a file, a home that does not exist: one line naming
     the path, exit 2, and no file or folder left behind (not even ~/.keras/datasets)."""
     (tmp_path / "run").mkdir()
     if "HOME" in env:
         env = env | {"HOME": str(tmp_path / "run" / env["HOME"])}
-    _refused(run_cli(*args, cwd=tmp_path / "run", env=env), *needles)
+    _refused(cli(*args, cwd=tmp_path / "run", env=env), *needles)
     assert list((tmp_path / "run").iterdir()) == []
 
 
 @pytest.fixture
-def pg_database() -> Iterator[Callable[..., str]]:
+def pg_database(postgres_url: str) -> Iterator[Callable[..., str]]:
     """Makes PostgreSQL databases (and roles) of its own, dropped afterwards."""
     import uuid
 
@@ -805,7 +843,7 @@ def pg_database() -> Iterator[Callable[..., str]]:
     ids=["read-only", "no-create", "no-write"],
 )  # fmt: skip
 def test_a_postgresql_the_service_may_not_write(
-    tmp_path: Path, pg_database, setup, role: str, tables: bool, needle: str
+    tmp_path: Path, pg_database, setup, role: str, tables: bool, needle: str, cli
 ) -> None:
     """The connection works, the writes would not: refused in one line before the tables,
     the study or the artifact folder are made."""
@@ -813,7 +851,7 @@ def test_a_postgresql_the_service_may_not_write(
 
     url = pg_database(*setup, role=role, tables=tables)
     for command in ("sweep.launch", "sweep.worker"):
-        _refused(run_cli(command, "--study", "quickstart", "--storage", url, cwd=tmp_path), needle)
+        _refused(cli(command, "--study", "quickstart", "--storage", url, cwd=tmp_path), needle)
     assert list(tmp_path.iterdir()) == []
     database = url.rsplit("/", 1)[1]
     engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")

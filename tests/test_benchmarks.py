@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import REPO, run_cli
+import pytest
+from helpers import REPO, run_cli
 
 
+@pytest.mark.slow
 def test_the_runner_prints_one_line_each_and_writes_the_json(tmp_path) -> None:
     out = tmp_path / "results.json"
     argv = ("benchmarks", "--quick", "--only", "startup", "gpu_packing", "--out", str(out))
@@ -38,15 +40,12 @@ def test_the_runner_refuses_an_unknown_benchmark(tmp_path) -> None:
     assert done.returncode == 2 and "invalid choice: 'nope'" in done.stderr
 
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
+def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path, postgres_url: str) -> None:
     """The claim-path benchmark, --quick: real worker processes on both backends, sweep and
     stock Optuna side by side; what it measures is checked, not how fast it was."""
     out = tmp_path / "results.json"
     argv = ("benchmarks", "--quick", "--only", "claims", "--out", str(out))
-    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": POSTGRES})
+    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": postgres_url})
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     assert re.fullmatch(
@@ -81,14 +80,16 @@ def test_claims_spends_sweeps_budget_exactly_once_per_point(tmp_path) -> None:
     assert result["met"] == (result["ratio"] >= 0.5 and sweep["trials_per_s"] >= 20)
 
 
-def test_the_long_study_and_a_workers_memory_print_their_figures(tmp_path) -> None:
+def test_the_long_study_and_a_workers_memory_print_their_figures(
+    tmp_path, postgres_url: str
+) -> None:
     """Their --quick forms: the claim rate on a study of 1,000 finished trials (added in bulk)
     beside an empty one's, with the report and the dashboard's study API timed on it; and one
     real TensorFlow worker's memory over 30 trials, which it spends in two processes (it
     replaces its own after 25)."""
     out = tmp_path / "results.json"
     argv = ("benchmarks", "--quick", "--only", "long_study", "memory", "--out", str(out))
-    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": POSTGRES}, timeout=1200)
+    done = run_cli(*argv, cwd=REPO, env={"SWEEP_BENCH_POSTGRES": postgres_url}, timeout=1200)
     assert done.returncode == 0, done.stderr
     long_line, memory_line = done.stdout.splitlines()
     assert re.match(r"long_study: ratio \d+\.\d{3} \(floor >= 0\.5\)", long_line)

@@ -12,29 +12,22 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli, study_toml
 
 from sweep import records
 from sweep.cli import COMMANDS
 
 SWEEP = Path(sys.executable).with_name("sweep")  # the console script of this environment
 
-TINY = """
-description = "two families, one epoch"
-dataset = "synthetic"
-n_trials = 2
 
-[space]
-family = ["baseline", "twoconv"]
-learning_rate = { low = 5e-4, high = 3e-3, log = true }
-epochs = 1
+def _tiny(n_trials: int = 2) -> str:
+    """Two families, one epoch."""
+    return study_toml(
+        description="two families, one epoch",
+        n_trials=n_trials,
+        space={"family": ["baseline", "twoconv"]},
+    )
 
-[sampler]
-name = "random"
-
-[baseline]
-epochs = 1
-"""
 
 NOISE = re.compile(r"absl::InitializeLog|oneDNN custom operations|cudart_stub")
 
@@ -85,13 +78,14 @@ def test_bad_input_through_the_sweep_command_is_one_line_and_exit_2(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_worker_by_hand_with_no_study_file_runs_the_launchers_spec(tmp_path: Path) -> None:
     """The launcher's workers and one started by hand on "another host" (a folder with no
     study file) run the same spec: the file's family, epochs and the launch's data subset."""
     first, other = tmp_path / "first", tmp_path / "other"
     first.mkdir()
     other.mkdir()
-    (first / "tiny.toml").write_text(TINY)
+    (first / "tiny.toml").write_text(_tiny())
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     launched = _sweep(
         "launch", "--study", "tiny.toml", "--storage", url, "--subset", "200",
@@ -120,8 +114,11 @@ def test_a_worker_by_hand_with_no_study_file_runs_the_launchers_spec(tmp_path: P
     assert [t.is_baseline for t in trials].count(True) == 1
 
 
+@pytest.mark.slow
 def test_tensorflows_start_up_lines_are_dropped_unless_asked_for(tmp_path: Path) -> None:
-    (tmp_path / "tiny.toml").write_text(TINY.replace("n_trials = 2", "n_trials = 1"))
+    (tmp_path / "tiny.toml").write_text(
+        study_toml(n_trials=1, space={"family": ["baseline", "twoconv"]})
+    )
     raw = subprocess.run(
         [sys.executable, "-c", "import tensorflow"], env=_env(), capture_output=True, text=True
     )
@@ -148,7 +145,7 @@ def test_a_storage_that_stays_away_ends_the_retries_with_its_own_error(
     from sweep import retry
     from sweep.errors import StorageUnavailable
 
-    monkeypatch.setattr(retry, "STORAGE_RETRY_S", 1.0)
+    monkeypatch.setenv("SWEEP_STORAGE_RETRY", "1")
     engine = sqlalchemy.create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2}
     )
@@ -200,6 +197,7 @@ def test_a_worker_refuses_data_options_that_differ_from_the_studys(tmp_path: Pat
     assert dump() == before
 
 
+@pytest.mark.slow
 def test_a_dry_run_touches_no_storage(tmp_path: Path) -> None:
     unreachable = "postgresql+psycopg://sweep@127.0.0.1:1/nowhere"
     done = _sweep("launch", "--study", "unam", "--dry-run", "--storage", unreachable, cwd=tmp_path)

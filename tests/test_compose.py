@@ -29,7 +29,7 @@ import optuna
 import pytest
 import sqlalchemy
 import yaml
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _VAR = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^${}]*))?\}")

@@ -22,35 +22,23 @@ from xml.etree import ElementTree
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli, study_toml
 
-STUDY = """
-description = "dashboard test grid"
-dataset = "synthetic"
-seed = 3
-keep_models = 2
-
-[space]
-family = "baseline"
-learning_rate = [0.001, 0.003]
-batch_size = [32, 64]
-epochs = 2
-
-[sampler]
-name = "grid"
-
-[baseline]
-family = "baseline"
-learning_rate = 0.001
-batch_size = 32
-epochs = 2
-"""
+# A 4-point grid of the baseline, 2 epochs each.
+STUDY = study_toml(
+    description="dashboard test grid",
+    n_trials=None,
+    seed=3,
+    keep_models=2,
+    space={"learning_rate": [0.001, 0.003], "batch_size": [32, 64], "epochs": 2},
+    sampler={"name": "grid"},
+    baseline={"family": "baseline", "learning_rate": 0.001, "batch_size": 32, "epochs": 2},
+)
 
 # One process runs this module, so the study below is trained once.
 pytestmark = pytest.mark.xdist_group("dashboard")
 
 PNG = b"\x89PNG\r\n\x1a\n"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +65,7 @@ def _notes(study: optuna.Study) -> dict[int | None, str]:
     return notes
 
 
+@pytest.mark.slow
 def test_every_trial_has_curves_and_a_note_against_the_baseline_with_its_confusion(finished: Path):
     study = _study(finished)
     store = finished / "sweep-artifacts"
@@ -114,6 +103,7 @@ def test_every_trial_has_curves_and_a_note_against_the_baseline_with_its_confusi
     assert base.user_attrs["delta_vs_baseline"] == 0.0
 
 
+@pytest.mark.slow
 def test_the_study_note_is_the_leaderboard_and_the_figure_draws_the_baseline(finished: Path):
     study = _study(finished)
     note = _notes(study)[None]
@@ -138,6 +128,7 @@ def test_the_study_note_is_the_leaderboard_and_the_figure_draws_the_baseline(fin
     assert [s["y0"] for s in lines] == [pytest.approx(base.value)]
 
 
+@pytest.mark.slow
 def test_only_the_best_models_are_kept_and_the_others_deleted(finished: Path):
     study = _study(finished)
     kept = study._storage.get_study_system_attrs(study._study_id)["sweep:kept_models"]
@@ -156,6 +147,7 @@ def test_only_the_best_models_are_kept_and_the_others_deleted(finished: Path):
     assert files == curves | {k["artifact_id"] for k in kept}
 
 
+@pytest.mark.slow
 def test_export_writes_a_model_that_scores_what_its_trial_recorded(finished: Path, tmp_path):
     import keras
 
@@ -188,6 +180,7 @@ def test_export_writes_a_model_that_scores_what_its_trial_recorded(finished: Pat
     assert not (tmp_path / "other.keras").exists()
 
 
+@pytest.mark.slow
 def test_export_into_a_folder_that_cannot_be_written_is_one_line(finished: Path):
     done = run_cli("sweep.export", "--study", "grid", "--out", "/proc/m.keras", cwd=finished)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -195,6 +188,7 @@ def test_export_into_a_folder_that_cannot_be_written_is_one_line(finished: Path)
     assert "--out /proc/m.keras: cannot write it" in line
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_csv_and_plots(finished: Path, tmp_path):
     out = tmp_path / "report"
     done = run_cli("sweep.report", "--study", "grid", "--out", str(out), cwd=finished)
@@ -219,6 +213,7 @@ def test_report_writes_markdown_csv_and_plots(finished: Path, tmp_path):
         assert f"]({name}.png)" in report
 
 
+@pytest.mark.slow
 def test_verify_retrains_with_fresh_seeds_and_attaches_the_result(finished: Path):
     argv = ("sweep.verify", "--study", "grid", "--top", "1", "--repeats", "2")
     done = run_cli(*argv, cwd=finished)
@@ -259,10 +254,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path, tmp_path):
+def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(
+    finished: Path, tmp_path, chromium: str
+):
     from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM, "install Debian's chromium (apt-get install chromium; .ci/run does)"
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
@@ -290,7 +285,7 @@ def test_dashboard_in_chromium_shows_deltas_and_serves_the_curves(finished: Path
         url = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
         with sync_playwright() as p:
             browser = p.chromium.launch(
-                executable_path=CHROMIUM,
+                executable_path=chromium,
                 args=[
                     "--no-sandbox",
                     "--disable-gpu",
@@ -386,6 +381,7 @@ def test_a_lead_significant_only_before_correction_is_called_so() -> None:
     assert rows["2"]["lead"] == "not significant"
 
 
+@pytest.mark.slow
 def test_a_report_that_cannot_be_finished_leaves_nothing(finished: Path, tmp_path):
     """A disk that fills while the report is written (here: a process file-size limit, which
     fails a write as a full disk does) or a folder it may not write: one line, exit 2, and
@@ -394,7 +390,7 @@ def test_a_report_that_cannot_be_finished_leaves_nothing(finished: Path, tmp_pat
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     warm = run_cli("sweep.report", "--study", "grid", "--out", str(tmp_path / "ok"), cwd=finished)
     assert warm.returncode == 0, warm.stderr  # font caches and the like are made by now
@@ -426,6 +422,7 @@ def test_a_report_that_cannot_be_finished_leaves_nothing(finished: Path, tmp_pat
     assert "--out /etc/passwd/report: cannot make the folder" in under_a_file.stderr
 
 
+@pytest.mark.slow
 def test_readers_that_refuse_leave_the_storages_folder_as_it_was(finished: Path, tmp_path):
     """export and the dashboard, refused after the storage was found: no lock file, no
     artifact folder, no tables made inside an empty file, no server banner."""

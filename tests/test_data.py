@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_cifar_archive, make_cifar_dir, write_cifar_batch
+from helpers import RunsCode, make_cifar_archive, make_cifar_dir, write_cifar_batch
 
 from sweep import data
 from sweep.config import Augmentation
@@ -68,18 +68,10 @@ def test_cifar10_rows_become_nhwc_pixels(tmp_path: Path) -> None:
     assert y_test.tolist() == [7]
 
 
-class _RunsCode:
-    def __reduce__(self):  # what a malicious pickle does: call a global on load
-        return (Path.touch, (Path(self.target),))
-
-    def __init__(self, target: Path) -> None:
-        self.target = str(target)
-
-
 def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path: Path) -> None:
     folder = make_cifar_dir(tmp_path)
     marker = tmp_path / "pwned"
-    (folder / "data_batch_3").write_bytes(pickle.dumps(_RunsCode(marker), protocol=2))
+    (folder / "data_batch_3").write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
     with pytest.raises(UserError, match=r"data_batch_3.*refused global"):
         data.load_cifar10(tmp_path)
     assert not marker.exists()

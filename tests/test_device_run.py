@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from benchmarks import device
 
@@ -28,6 +28,7 @@ def test_the_carried_wheels_cover_what_sweep_needs_there() -> None:
     assert not set(device.CARRIED) & set(device.DEVICE_HAS)  # one version of each
 
 
+@pytest.mark.slow
 def test_the_wheels_are_the_versions_tested_here_and_fit_a_call(tmp_path: Path) -> None:
     got = device.wheels(tmp_path / "whl")
     versions = {}

@@ -59,7 +59,7 @@ def test_tensorflows_start_up_noise_is_dropped_and_everything_else_kept() -> Non
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     probe = (
         "import os\n"
@@ -90,7 +90,7 @@ def test_a_memory_limit_is_that_share_of_the_gpu_on_jax(tmp_path) -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text('#!/bin/sh\n[ "$3 $4" = "-i 3" ] && echo 81920\n')

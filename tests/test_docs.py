@@ -6,7 +6,7 @@ import re
 import shlex
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from sweep.cli import parser
 from sweep.commands import reference

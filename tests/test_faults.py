@@ -13,24 +13,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO
+from helpers import REPO, study_toml
 
-STUDY = """
-dataset = "synthetic"
-n_trials = 2
 
-[space]
-family = "baseline"
-learning_rate = [0.001, 0.002]
-epochs = 6
-
-[sampler]
-name = "grid"
-
-[baseline]
-learning_rate = 0.001
-epochs = 6
-"""
+def _study(
+    *, n_trials: int = 2, epochs: int = 6, rates: tuple[float, ...] = (0.001, 0.002), **keys
+):
+    """A grid over learning rates, every trial ``epochs`` long."""
+    return study_toml(
+        n_trials=n_trials,
+        space={"learning_rate": list(rates), "epochs": epochs},
+        sampler={"name": "grid"},
+        baseline={"learning_rate": 0.001, "epochs": epochs},
+        **keys,
+    )
 
 
 def _progress(db: Path) -> list[tuple[str, int]]:
@@ -85,8 +81,9 @@ def _start_and_wait_for_epoch(
     raise AssertionError(f"trial {trial} never reported an epoch")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
-    cmd, env, url = _launch(tmp_path, STUDY)
+    cmd, env, url = _launch(tmp_path, _study())
     proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -108,10 +105,11 @@ def test_sigkill_mid_trial_then_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.slow
 def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    cmd, env, url = _launch(tmp_path, STUDY)
+    cmd, env, url = _launch(tmp_path, _study())
     proc = _start_and_wait_for_epoch(cmd, env, tmp_path, trial=0)
     started = time.monotonic()
     proc.send_signal(signum)
@@ -131,14 +129,14 @@ def test_ctrl_c_requeues_the_running_trial_and_spends_no_budget(
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]  # budget 2
 
 
-MEDIAN_PRUNER = '\n[pruner]\nname = "median"\nn_startup_trials = 0\nn_warmup_steps = 0\n'
+MEDIAN_PRUNER = {"name": "median", "n_startup_trials": 0, "n_warmup_steps": 0}
 
 
-@pytest.mark.parametrize("pruner", ["", MEDIAN_PRUNER], ids=["no-pruner", "median-pruner"])
-def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, pruner: str) -> None:
+@pytest.mark.parametrize("pruner", [None, MEDIAN_PRUNER], ids=["no-pruner", "median-pruner"])
+@pytest.mark.slow
+def test_a_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path, pruner) -> None:
     """With a pruner too: it may stop the run in the epoch its loss became NaN."""
-    diverging = STUDY.replace("[0.001, 0.002]", "[0.001, 1e20]").replace("epochs = 6", "epochs = 2")
-    diverging += pruner
+    diverging = _study(epochs=2, rates=(0.001, 1e20), pruner=pruner)
     cmd, env, url = _launch(tmp_path, diverging)
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -158,7 +156,7 @@ def test_a_storage_lost_past_the_retry_window_ends_in_one_line_and_exit_3(
 ) -> None:
     """The server stops for good mid-trial: the retries are said, then one error line and
     exit 3, with no traceback from the trial, Optuna's clean-up or the heartbeat threads."""
-    (tmp_path / "s.toml").write_text(STUDY.replace("epochs = 6", "epochs = 30"))
+    (tmp_path / "s.toml").write_text(_study(epochs=30))
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
     env |= {"PYTHONPATH": str(REPO), "SWEEP_STORAGE_RETRY": "4"}
     env |= {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "5"}
@@ -188,8 +186,7 @@ def test_a_storage_lost_past_the_retry_window_ends_in_one_line_and_exit_3(
     assert len(lines) < 20 * workers, err  # the retries said, and the end: no tracebacks
 
 
-QUICK = STUDY.replace("n_trials = 2", "n_trials = 5").replace("epochs = 6", "epochs = 2")
-QUICK = QUICK.replace("learning_rate = [0.001, 0.002]", "learning_rate = [0.001, 0.002, 0.003]")
+QUICK = _study(n_trials=5, epochs=2, rates=(0.001, 0.002, 0.003))
 
 
 @pytest.mark.slow
@@ -225,6 +222,7 @@ def test_two_ctrl_c_in_quick_succession_at_any_moment_requeue_and_resume(
     assert states.count("COMPLETE") == 8 and "RUNNING" not in states, states
 
 
+@pytest.mark.slow
 def test_a_storage_whose_disk_fills_ends_in_one_line_and_keeps_the_database_whole(
     tmp_path: Path,
 ) -> None:

@@ -8,33 +8,21 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import make_cifar_archive, run_cli
+from helpers import make_cifar_archive, run_cli, study_toml
 
 from sweep.config import Params
 from sweep.models import build
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-TINY_STUDY = """
-description = "tiny end-to-end study"
-dataset = "synthetic"
-n_trials = 3
+def _tiny(n_trials: int = 3) -> str:
+    """Two families, two epochs, a learning-rate range."""
+    return study_toml(
+        description="tiny end-to-end study",
+        n_trials=n_trials,
+        space={"family": ["baseline", "twoconv"], "batch_size": 32, "epochs": 2},
+        baseline={"family": "baseline", "learning_rate": 0.001, "batch_size": 32, "epochs": 2},
+    )
 
-[space]
-family = ["baseline", "twoconv"]
-learning_rate = { low = 5e-4, high = 3e-3, log = true }
-batch_size = 32
-epochs = 2
-
-[sampler]
-name = "random"
-
-[baseline]
-family = "baseline"
-learning_rate = 0.001
-batch_size = 32
-epochs = 2
-"""
 
 RECORDED = {
     "family", "test_accuracy", "test_loss", "precision", "recall", "n_params",
@@ -64,6 +52,7 @@ def _one_line_error(result, *needles: str) -> None:
         ("unam", ["baseline: 923,914 parameters", "twoconv: 315,722 parameters"]),
     ],
 )
+@pytest.mark.slow
 def test_dry_run_prints_the_reports_parameter_counts(
     tmp_path: Path, study: str, counts: list[str]
 ) -> None:
@@ -75,8 +64,9 @@ def test_dry_run_prints_the_reports_parameter_counts(
     assert list(tmp_path.iterdir()) == []  # wrote nothing
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
-    (tmp_path / "tiny.toml").write_text(TINY_STUDY)
+    (tmp_path / "tiny.toml").write_text(_tiny())
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     args = ("sweep.launch", "--study", "tiny.toml", "--storage", url, "--subset", "300")
     first = run_cli(*args, "--quiet", cwd=tmp_path)
@@ -114,6 +104,7 @@ def test_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     assert trials[:3] == before  # completed trials untouched
 
 
+@pytest.mark.slow
 def test_exp3_runs_each_grid_point_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     result = run_cli(
@@ -127,6 +118,7 @@ def test_exp3_runs_each_grid_point_once(tmp_path: Path) -> None:
     assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
 
 
+@pytest.mark.slow
 def test_cifar10_archive_end_to_end(tmp_path: Path) -> None:
     make_cifar_archive(tmp_path / "data")
     url = f"sqlite:///{tmp_path / 'c.db'}"
@@ -139,19 +131,19 @@ def test_cifar10_archive_end_to_end(tmp_path: Path) -> None:
     assert trial.state.name == "COMPLETE" and trial.user_attrs["is_baseline"]
 
 
-def test_postgresql_storage(tmp_path: Path) -> None:
-    (tmp_path / "tiny.toml").write_text(TINY_STUDY.replace("n_trials = 3", "n_trials = 2"))
+def test_postgresql_storage(tmp_path: Path, postgres_url: str) -> None:
+    (tmp_path / "tiny.toml").write_text(_tiny(n_trials=2))
     name = f"tiny-{uuid.uuid4().hex[:8]}"
     result = run_cli(
-        "sweep.launch", "--study", "tiny.toml", "--storage", POSTGRES, "--study-name", name,
+        "sweep.launch", "--study", "tiny.toml", "--storage", postgres_url, "--study-name", name,
         "--subset", "200", "--quiet", cwd=tmp_path,
     )  # fmt: skip
     try:
         assert result.returncode == 0, result.stderr
-        trials = _trials(POSTGRES, name)
+        trials = _trials(postgres_url, name)
         assert [t.state.name for t in trials][:1] == ["COMPLETE"] and len(trials) == 2
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+        optuna.delete_study(study_name=name, storage=postgres_url)
 
 
 @pytest.mark.parametrize(
@@ -177,20 +169,18 @@ def test_postgresql_storage(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
-    tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]
+    tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...], cli
 ) -> None:
-    result = run_cli("sweep.launch", *args, cwd=tmp_path)
+    result = cli("sweep.launch", *args, cwd=tmp_path)
     _one_line_error(result, *needles)
     assert "s3cret" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Path) -> None:
+def test_bad_cifar_archive_is_refused_before_the_storage_is_touched(tmp_path: Path, cli) -> None:
     archive = make_cifar_archive(tmp_path / "data")
     archive.write_bytes(archive.read_bytes()[:500])
-    result = run_cli(
-        "sweep.launch", "--study", "exp1", "--data-dir", str(archive.parent), cwd=tmp_path
-    )
+    result = cli("sweep.launch", "--study", "exp1", "--data-dir", str(archive.parent), cwd=tmp_path)
     _one_line_error(result, "truncated or not a gzip tar archive")
     assert not (tmp_path / "sweep.db").exists()
 
@@ -238,23 +228,7 @@ def test_a_sampler_seed_changes_the_sampled_params_and_nothing_else(tmp_path: Pa
     assert trial_seed(run_a.spec.seed, 5) == trial_seed(run_b.spec.seed, 5)
 
 
-REUSE = """
-dataset = "synthetic"
-n_trials = 2
-
-[space]
-family = "baseline"
-learning_rate = {space}
-epochs = 1
-
-[sampler]
-name = "random"
-
-[baseline]
-epochs = 1
-"""
-
-
+@pytest.mark.slow
 def test_a_baseline_already_trained_on_the_same_data_is_reused_not_retrained(
     tmp_path: Path,
 ) -> None:
@@ -262,8 +236,10 @@ def test_a_baseline_already_trained_on_the_same_data_is_reused_not_retrained(
     its baseline is copied (to the last digit, since training is deterministic on one
     platform), and the record says from where. Other data (another seed) trains its own, and
     so does the same data on another platform (one thread, not every core)."""
-    (tmp_path / "a.toml").write_text(REUSE.format(space="[0.002, 0.003]"))
-    (tmp_path / "b.toml").write_text(REUSE.format(space="{ low = 5e-4, high = 3e-3 }"))
+    (tmp_path / "a.toml").write_text(study_toml(space={"learning_rate": [0.002, 0.003]}))
+    (tmp_path / "b.toml").write_text(
+        study_toml(space={"learning_rate": {"low": 5e-4, "high": 3e-3, "log": None}})
+    )
     url = f"sqlite:///{tmp_path / 'r.db'}"
     common = ("--storage", url, "--subset", "200", "--quiet")
     one_thread = {"TF_NUM_INTRAOP_THREADS": "1"}

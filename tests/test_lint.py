@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.parametrize(
@@ -14,7 +14,7 @@ from conftest import REPO
     [
         ["ruff", "check", "sweep", "tests"],
         ["ruff", "format", "--check", "sweep", "tests"],
-        ["mypy"],
+        pytest.param(["mypy"], marks=pytest.mark.slow),  # the slowest of the three: CI runs it
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

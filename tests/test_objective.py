@@ -130,7 +130,7 @@ def test_the_same_seed_gives_the_same_numbers_on_a_loaded_machine() -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
 

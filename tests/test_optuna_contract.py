@@ -75,7 +75,7 @@ def test_a_study_on_sweeps_storage_pickles_like_a_stock_one(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     study = optuna.create_study(
         study_name="p", storage=open_storage(f"sqlite:///{tmp_path / 'p.db'}"), direction="maximize"
@@ -87,10 +87,10 @@ def test_a_study_on_sweeps_storage_pickles_like_a_stock_one(tmp_path: Path) -> N
         capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["sweep._optuna", "SweepStorage", "0.5", "True"]
+    assert done.stdout.split() == ["sweep.rdb", "SweepStorage", "0.5", "True"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """A new, empty storage of sweep's for each of Optuna's storage tests."""
     if request.param == "sqlite":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 from own_fixtures import (
     SMALL_CNN,
     SORTED_WORDS,
@@ -434,9 +434,17 @@ BAD = [
 ]
 
 
+# These import the family module and build its model: TensorFlow starts in each (5 s).
+_BUILT = {
+    "module-not-importable", "not-callable", "builder-raises", "builder-returns-dict",
+    "wrong-width", "compiled-without-accuracy", "key-no-family-reads",
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "launch"])
 @pytest.mark.parametrize(
-    ("setup", "study", "needles"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+    ("setup", "study", "needles"),
+    [pytest.param(*b[1:], id=b[0], marks=[pytest.mark.slow] * (b[0] in _BUILT)) for b in BAD],
 )
 def test_bad_own_input_is_one_line_and_writes_nothing(
     tmp_path: Path, setup, study: dict, needles: tuple[str, ...], dry_run: bool
@@ -501,6 +509,7 @@ def build(params, input_shape, num_classes):
 """
 
 
+@pytest.mark.slow
 def test_a_family_registered_as_an_entry_point(tmp_path: Path, monkeypatch) -> None:
     site = tmp_path / "site"
     write_family(site, "myfam", _TINY)

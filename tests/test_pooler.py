@@ -8,36 +8,35 @@ import uuid
 from pathlib import Path
 
 import optuna
-from conftest import run_cli
-from test_workers import TINY  # 5 one-epoch trials of the baseline family
+from helpers import run_cli
 
 from benchmarks import claims
 from benchmarks.pooler import pgbouncer
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-
-def test_twelve_workers_share_four_server_connections_through_pgbouncer(tmp_path: Path) -> None:
+def test_twelve_workers_share_four_server_connections_through_pgbouncer(
+    tmp_path: Path, postgres_url: str
+) -> None:
     """The claims benchmark's no-op workers (study lock, budget check, claim, heartbeat), 12
     processes, through a pooler that gives them 4 server connections between them."""
-    with pgbouncer(POSTGRES, pool_size=4) as pooled:
+    with pgbouncer(postgres_url, pool_size=4) as pooled:
         row = claims._measure("sweep", "pgbouncer", pooled, 12, 40, tmp_path)
     assert (row.finished, row.duplicates, row.run_twice, row.crashed) == (40, 0, 0, {})
 
 
-def test_a_launch_trains_through_pgbouncer(tmp_path: Path) -> None:
-    (tmp_path / "tiny.toml").write_text(TINY)
+def test_a_launch_trains_through_pgbouncer(tmp_path: Path, postgres_url: str, study_file) -> None:
+    study_file("tiny", n_trials=5)  # 5 one-epoch trials of the baseline family
     name = f"pooled-{uuid.uuid4().hex[:8]}"
-    with pgbouncer(POSTGRES, pool_size=3) as pooled:
+    with pgbouncer(postgres_url, pool_size=3) as pooled:
         result = run_cli(
             "sweep.launch", "--study", "tiny.toml", "--storage", pooled, "--study-name", name,
             "--workers", "2", "--subset", "100", "--quiet", cwd=tmp_path,
         )  # fmt: skip
     try:
         assert result.returncode == 0, result.stderr
-        trials = optuna.load_study(study_name=name, storage=POSTGRES).get_trials()
+        trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
         assert len(trials) == 5
         assert {t.state.name for t in trials} == {"COMPLETE"}
         assert len({t.user_attrs["worker"] for t in trials}) == 2
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+        optuna.delete_study(study_name=name, storage=postgres_url)

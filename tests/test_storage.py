@@ -131,7 +131,7 @@ def test_the_study_lock_excludes_other_processes(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     rdb = storage.open_storage(url)
@@ -204,7 +204,10 @@ print(run_trials(study, objective, storage=rdb, budget=3, stop=StopEvent()))
 """
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+@pytest.mark.slow
 def test_six_processes_racing_for_a_budget_of_three_run_exactly_three(
     tmp_path: Path, backend: str
 ) -> None:
@@ -212,7 +215,7 @@ def test_six_processes_racing_for_a_budget_of_three_run_exactly_three(
     import sys
     import uuid
 
-    from conftest import REPO
+    from helpers import REPO
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'race.db'}"
@@ -259,6 +262,7 @@ def _psql(sql: str) -> None:
     )
 
 
+@pytest.mark.postgres
 def test_peeking_at_a_new_database_finds_nothing_and_writes_nothing(tmp_path: Path) -> None:
     import uuid
 

@@ -14,43 +14,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli, study_toml
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TINY = study_toml(n_trials=5)
 
-TINY = """
-dataset = "synthetic"
-n_trials = 5
 
-[space]
-family = "baseline"
-learning_rate = { low = 5e-4, high = 3e-3, log = true }
-epochs = 1
+def _slow(epochs: int = 6) -> str:
+    """Long enough trials (6 epochs on 1,200 images) that a worker can be stopped in one."""
+    return study_toml(
+        n_trials=3,
+        space={"learning_rate": [0.001, 0.002, 0.0005], "epochs": epochs},
+        sampler={"name": "grid"},
+        baseline={"learning_rate": 0.001, "epochs": epochs},
+    )
 
-[sampler]
-name = "random"
-
-[baseline]
-epochs = 1
-"""
-
-# Long enough trials (6 epochs on 1,200 images) that a worker can be stopped in one.
-SLOW = """
-dataset = "synthetic"
-n_trials = 3
-
-[space]
-family = "baseline"
-learning_rate = [0.001, 0.002, 0.0005]
-epochs = 6
-
-[sampler]
-name = "grid"
-
-[baseline]
-learning_rate = 0.001
-epochs = 6
-"""
 
 # SQLite timestamps have 1 s resolution and two TensorFlow processes share 2 cores: 5 s grace.
 FAST_HEARTBEAT = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "5"}
@@ -109,6 +86,7 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float = 400) -> list[st
     return errors
 
 
+@pytest.mark.slow
 def test_three_workers_spend_exactly_the_studys_budget(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY)
     url = f"sqlite:///{tmp_path / 'w.db'}"
@@ -129,30 +107,33 @@ def test_three_workers_spend_exactly_the_studys_budget(tmp_path: Path) -> None:
     assert "Δtest pp" in result.stdout  # the launcher prints the table when they are done
 
 
-def test_exp3_grid_runs_each_point_once_with_four_workers_on_postgres(tmp_path: Path) -> None:
+def test_exp3_grid_runs_each_point_once_with_four_workers_on_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
     name = f"exp3-{uuid.uuid4().hex[:8]}"
     result = run_cli(
         "sweep.launch", "--study", "exp3", "--dataset", "synthetic", "--subset", "60",
-        "--max-epochs", "1", "--storage", POSTGRES, "--study-name", name, "--workers", "4",
+        "--max-epochs", "1", "--storage", postgres_url, "--study-name", name, "--workers", "4",
         "--quiet", cwd=tmp_path,
     )  # fmt: skip
     try:
         assert result.returncode == 0, result.stderr
-        trials = _trials(POSTGRES, name)
+        trials = _trials(postgres_url, name)
         points = {tuple(sorted(t.params.items())) for t in trials}
         assert len(trials) == 27 and len(points) == 27
         assert set(_states(trials)) == {"COMPLETE"}
         assert sum(bool(t.user_attrs.get("is_baseline")) for t in trials) == 1
         assert len({t.user_attrs["worker"] for t in trials}) >= 2
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+        optuna.delete_study(study_name=name, storage=postgres_url)
 
 
+@pytest.mark.slow
 def test_a_sigkilled_workers_trial_is_run_again_by_a_survivor(tmp_path: Path) -> None:
     """Two workers started by hand (as on two hosts) create the study together; one is
     killed mid-trial; the other fails its trial after the grace period, runs it again with the
     same params, and spends the budget. No completed trial is lost."""
-    (tmp_path / "slow.toml").write_text(SLOW)
+    (tmp_path / "slow.toml").write_text(_slow())
     url = f"sqlite:///{tmp_path / 'k.db'}"
     args = ("--study", "slow.toml", "--storage", url, "--subset", "1500")
     workers = [_start_worker(tmp_path, *args, env=FAST_HEARTBEAT) for _ in range(2)]
@@ -205,22 +186,24 @@ def _restart_postgres(down_s: float) -> None:
 
 
 @pytest.mark.slow
-def test_workers_survive_a_postgresql_restart(tmp_path: Path) -> None:
-    (tmp_path / "slow.toml").write_text(SLOW)
+def test_workers_survive_a_postgresql_restart(tmp_path: Path, postgres_url: str) -> None:
+    (tmp_path / "slow.toml").write_text(_slow())
     name = f"restart-{uuid.uuid4().hex[:8]}"
-    args = ("--study", "slow.toml", "--storage", POSTGRES, "--study-name", name)
+    args = ("--study", "slow.toml", "--storage", postgres_url, "--study-name", name)
     env = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_HEARTBEAT_GRACE": "20"}
     workers = [_start_worker(tmp_path, *args, "--subset", "1500", env=env) for _ in range(2)]
     try:
-        _wait_for(lambda: _running_with_an_epoch(POSTGRES, name), "a running trial")
-        before = {t.number: t for t in _trials(POSTGRES, name) if t.state.is_finished()}
+        _wait_for(lambda: _running_with_an_epoch(postgres_url, name), "a running trial")
+        before = {t.number: t for t in _trials(postgres_url, name) if t.state.is_finished()}
         _restart_postgres(down_s=4)
         errors = _finish(workers)
-        trials = _trials(POSTGRES, name)
+        trials = _trials(postgres_url, name)
     finally:
         for w in workers:
             w.kill()
-        _wait_for(lambda: optuna.delete_study(study_name=name, storage=POSTGRES) or True, "cleanup")
+        _wait_for(
+            lambda: optuna.delete_study(study_name=name, storage=postgres_url) or True, "cleanup"
+        )
     # The workers did lose the server for a while, retried, and went on.
     assert any("storage unavailable" in e for e in errors), errors
     states = _states(trials)
@@ -233,10 +216,11 @@ def test_workers_survive_a_postgresql_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("times", [1, 2], ids=["once", "twice"])
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_requeues_every_running_trial(tmp_path: Path, times: int) -> None:
     """Once: the workers requeue their trials and stop. Twice: the launcher kills them at
     once and requeues their trials itself. Either way no trial is left RUNNING."""
-    (tmp_path / "slow.toml").write_text(SLOW.replace("epochs = 6", "epochs = 30"))
+    (tmp_path / "slow.toml").write_text(_slow(epochs=30))
     url = f"sqlite:///{tmp_path / 't.db'}"
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
     launcher = subprocess.Popen(
@@ -268,8 +252,9 @@ def test_sigterm_to_the_launcher_requeues_every_running_trial(tmp_path: Path, ti
         assert again.state.name == "WAITING" and again.params == t.params
 
 
+@pytest.mark.slow
 def test_the_launcher_goes_on_when_one_of_its_workers_is_killed(tmp_path: Path) -> None:
-    (tmp_path / "slow.toml").write_text(SLOW)
+    (tmp_path / "slow.toml").write_text(_slow())
     url = f"sqlite:///{tmp_path / 'l.db'}"
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
     launcher = subprocess.Popen(
@@ -318,9 +303,10 @@ def test_an_exception_inside_a_trial_is_recorded_and_the_loop_goes_on(tmp_path: 
     assert study.best_trial.number != 1
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_worker_requeues_its_trial(tmp_path: Path) -> None:
     """What `docker compose stop` does to a worker."""
-    (tmp_path / "slow.toml").write_text(SLOW.replace("epochs = 6", "epochs = 30"))
+    (tmp_path / "slow.toml").write_text(_slow(epochs=30))
     url = f"sqlite:///{tmp_path / 'd.db'}"
     worker = _start_worker(tmp_path, "--study", "slow.toml", "--subset", "1500", env={
         "SWEEP_STORAGE": url})  # fmt: skip
@@ -342,6 +328,7 @@ def test_sigterm_to_a_worker_requeues_its_trial(tmp_path: Path) -> None:
     assert "RUNNING" not in _states(trials)
 
 
+@pytest.mark.slow
 def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,13 +336,15 @@ def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
     retry limit, 2, counts only dead workers), and none of the attempts spent budget."""
     import warnings
 
-    from sweep import _optuna, storage
+    from sweep import storage
+    from sweep.budget import counts
     from sweep.errors import Interrupted
-    from sweep.loop import counts, run_trials
+    from sweep.loop import run_trials
+    from sweep.rdb import claiming
     from sweep.stop import StopEvent
 
-    monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
-    monkeypatch.setattr(storage, "HEARTBEAT_GRACE_S", 2)
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_HEARTBEAT_GRACE", "2")
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
     study.enqueue_trial({"x": 0.25})
@@ -372,7 +361,7 @@ def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
     assert _states(study.get_trials()) == ["FAIL", "FAIL", "FAIL", "WAITING"]
     assert counts(study.get_trials()) == (0, 0)
     warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize(): on purpose
-    with _optuna.claiming(rdb):
+    with claiming(rdb):
         study.ask()  # a worker claims the requeued trial and dies at once
     time.sleep(3.5)  # 2 s of grace, and SQLite keeps whole seconds
     run_trials(study, lambda t: t.suggest_float("x", 0, 1), storage=rdb, budget=1, stop=StopEvent())
@@ -389,6 +378,7 @@ def test_stops_do_not_use_up_the_retries_kept_for_dead_workers(
         ("between trials", signal.SIGTERM, 0.1),
     ],
 )
+@pytest.mark.slow
 def test_a_bare_worker_stops_cleanly_whenever_the_signal_lands(
     tmp_path: Path, moment: str, signum: int, delay: float
 ) -> None:
@@ -431,13 +421,16 @@ def test_an_interrupt_lost_in_a_garbage_collection_callback_is_neither_printed_n
     assert done.stderr == ""
 
 
-def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_budget() -> None:
+def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_budget(
+    postgres_url: str,
+) -> None:
     """A PostgreSQL restart between a worker's budget check and its claim drops its study
     lock; another worker takes the last slot meanwhile. The later claim gives way, unrun."""
     import sqlalchemy
 
     from sweep import storage
-    from sweep.loop import counts, run_trials
+    from sweep.budget import counts
+    from sweep.loop import run_trials
     from sweep.stop import StopEvent
 
     name = f"lostlock-{uuid.uuid4().hex[:8]}"
@@ -445,7 +438,7 @@ def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_
         "SELECT pg_terminate_backend(pid) FROM pg_locks"
         " WHERE locktype = 'advisory' AND objid = :k AND granted"
     )
-    a, b = storage.open_storage(POSTGRES), storage.open_storage(POSTGRES)
+    a, b = storage.open_storage(postgres_url), storage.open_storage(postgres_url)
     study_a = optuna.create_study(study_name=name, storage=a, direction="maximize")
     study_b = optuna.load_study(study_name=name, storage=b)
     key = storage._lock_key(name) & 0xFFFFFFFF  # pg_locks shows the key's low 32 bits as objid
@@ -472,12 +465,13 @@ def test_a_claim_made_after_the_server_dropped_the_study_lock_never_exceeds_the_
         run_trials(study_a, objective_a, storage=a, budget=1, stop=StopEvent())
         trials = study_a.get_trials()
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+        optuna.delete_study(study_name=name, storage=postgres_url)
     assert ran == ["b"]  # A's trial never trained
     assert _states(trials) == ["COMPLETE", "FAIL"] and counts(trials) == (1, 0)
     assert "given back" in trials[1].user_attrs["failure"]
 
 
+@pytest.mark.slow
 def test_launches_that_share_a_seed_draw_other_params_and_each_trial_its_own_draw(
     tmp_path: Path,
 ) -> None:
@@ -485,7 +479,7 @@ def test_launches_that_share_a_seed_draw_other_params_and_each_trial_its_own_dra
     as compose workers on several hosts are) draw a different point for every trial; and
     trial n draws what trial n draws in a one-worker run of the same seed (the random
     sampler's draw depends on the seed and the trial number alone)."""
-    (tmp_path / "tiny.toml").write_text(TINY.replace("n_trials = 5", "n_trials = 6"))
+    (tmp_path / "tiny.toml").write_text(study_toml(n_trials=6))
     shared, alone = (f"sqlite:///{tmp_path / n}" for n in ("shared.db", "alone.db"))
     args = ("--study", "tiny.toml", "--subset", "60", "--quiet")
     env = {k: v for k, v in os.environ.items() if k != "SWEEP_STORAGE"}
@@ -511,6 +505,7 @@ def test_launches_that_share_a_seed_draw_other_params_and_each_trial_its_own_dra
     assert [t.params for t in together] == [t.params for t in single]
 
 
+@pytest.mark.slow
 def test_a_trial_another_optuna_client_asked_holds_no_budget_and_no_launch_waits_for_it(
     tmp_path: Path,
 ) -> None:

@@ -11,14 +11,15 @@ import pytest
 
 from sweep import _optuna, storage
 from sweep.errors import UserError
+from sweep.rdb import claiming
 from sweep.study import peek
 
 
 @pytest.fixture
 def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
     """1 s heartbeat, 2 s grace: staleness within a test's patience."""
-    monkeypatch.setattr(storage, "HEARTBEAT_INTERVAL_S", 1)
-    monkeypatch.setattr(storage, "HEARTBEAT_GRACE_S", 2)
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SWEEP_HEARTBEAT_GRACE", "2")
     warnings.simplefilter("ignore", UserWarning)  # ask() without optimize(): on purpose
 
 
@@ -65,7 +66,7 @@ def test_a_worker_that_dies_right_after_its_claim_leaves_a_trial_that_goes_stale
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
     study.enqueue_trial({"x": 0.5})
-    with _optuna.claiming(rdb):
+    with claiming(rdb):
         planned = study.ask(X)  # the enqueued one: WAITING -> RUNNING
         sampled = study.ask(X)  # a new one, RUNNING from its insert
         assert _heartbeats(rdb) == 2
@@ -168,7 +169,7 @@ def test_every_call_optunas_cache_makes_on_the_database_is_retried() -> None:
 
     called = set(re.findall(r"self\._backend\.(\w+)", inspect.getsource(_cached_storage)))
     local = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "delete_study"}
-    from sweep._optuna import SweepStorage as cls
+    from sweep.rdb import SweepStorage as cls
 
     for name in sorted(called - local):
         assert hasattr(getattr(cls, name), "__wrapped__"), name

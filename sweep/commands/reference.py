@@ -8,6 +8,7 @@ committed file differs from what this module generates.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -17,7 +18,14 @@ from sweep.cli import COMMANDS, command_parser, parser
 from sweep.config import settings_markdown
 from sweep.settings import environment_markdown
 
-__all__ = ["GENERATED", "cli_markdown", "performance_markdown", "study_file_markdown", "write"]
+__all__ = [
+    "GENERATED",
+    "cli_markdown",
+    "modules_markdown",
+    "performance_markdown",
+    "study_file_markdown",
+    "write",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 _WIDTH = "100"  # argparse wraps help to $COLUMNS; fixed so the text does not depend on a terminal
@@ -110,9 +118,52 @@ def performance_markdown(results: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def modules_markdown(package: Path = REPO / "sweep") -> str:
+    """``docs/modules.md``: every module of the package, what it is (its docstring's first
+    sentence) and the package's modules it imports (at the top, in a function or for types)."""
+    rows = ["| module | what it is | imports from sweep |", "| --- | --- | --- |"]
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        first = " ".join((ast.get_docstring(tree) or "").split("\n\n")[0].split())
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                named = [f"{node.module}.{a.name}" for a in node.names]
+                subs = [
+                    n
+                    for n in named
+                    if (package.parent / n.replace(".", "/")).exists()
+                    or (package.parent / (n.replace(".", "/") + ".py")).exists()
+                ]
+                imported.update(subs or [node.module])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        mine = sorted(
+            i.removeprefix("sweep.") for i in imported if i.startswith("sweep.") and i != name
+        )
+        uses = ", ".join(f"`{m}`" for m in mine)
+        what = first.replace("|", "\\|")
+        rows.append(f"| `{name}` | {what} | {uses} |")
+    return "\n\n".join(
+        [
+            _NOTE,
+            "# Modules",
+            "Every module of `sweep/`, what it is, and which of the package's modules it "
+            "imports. The core never reaches a command, the package has no import cycle, and "
+            "only `_optuna` and `rdb` touch Optuna's private names (`tests/test_architecture.py`"
+            "). Where a launch's options go and where a trial's result goes: "
+            "[development.md](development.md#the-path-of-a-sweep).",
+            "\n".join(rows),
+        ]
+    )
+
+
 GENERATED = {
     "docs/cli.md": cli_markdown,
     "docs/study-file.md": study_file_markdown,
+    "docs/modules.md": modules_markdown,
 }
 PERFORMANCE_START = "<!-- benchmark table: generated from benchmarks/results.json -->"
 PERFORMANCE_END = "<!-- end of the benchmark table -->"

@@ -396,9 +396,13 @@ def read_only(url: str) -> Iterator[optuna.storages.RDBStorage | None]:
         yield None
         return
     parsed = _parse(url)
-    # On PostgreSQL, under the lock the creators hold: opening an RDBStorage stamps Alembic's
-    # version table if it is still empty, which would race a worker making the tables.
-    creating = _creation_lock(parsed) if parsed.get_backend_name() == "postgresql" else None
+    # Under the lock the creators hold: opening an RDBStorage stamps Alembic's version table if
+    # it is still empty, which would race a worker making the tables (seen on SQLite: six
+    # workers starting together on a new file, "UNIQUE constraint failed: alembic_version").
+    # On SQLite only where a creator made the lock file: a reader creates nothing.
+    database = parsed.database or ""
+    shared = parsed.get_backend_name() == "postgresql" or Path(f"{database}.lock").exists()
+    creating = _creation_lock(parsed) if shared else None
     try:
         with creating or contextlib.nullcontext(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

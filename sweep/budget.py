@@ -109,9 +109,8 @@ class Count(NamedTuple):
     running: int
 
 
-def _count(states: Mapping[Any, int]) -> Count:
-    """The count, from how many counted trials are in each state (Optuna's TrialState)."""
-    by_name = {getattr(s, "name", s): n for s, n in states.items()}
+def _count(by_name: Mapping[str, int]) -> Count:
+    """The count, from how many counted trials are in each state (by TrialState name)."""
     done = sum(by_name.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
     return Count(done, by_name.get("RUNNING", 0))
 
@@ -154,7 +153,8 @@ def finished(study: optuna.Study) -> int:
 def count(study: optuna.Study, storage: SweepStorage) -> Count:
     """The study's count, made by the server in narrow queries whatever the study's length
     (:meth:`sweep.rdb.fast.FastPath.count_states`): the claim's check, under the study lock."""
-    return _count(storage.count_states(_optuna.study_id(study), SUPERSEDING_ATTRS, _left_out))
+    states = storage.count_states(_optuna.study_id(study), SUPERSEDING_ATTRS, _left_out)
+    return _count({state.name: n for state, n in states.items()})
 
 
 # --------------------------------------------------------------------------- claiming

@@ -29,7 +29,6 @@ class ClaimBeats(optuna.storages.RDBStorage):
 
     def watch_claims(self) -> None:
         """Hook the session's events; again whenever the session is rebuilt (unpickling)."""
-        self.claiming = False
         for event, hook in (
             ("before_flush", self._note_claims),
             ("before_commit", self._beat_on_claim),

@@ -72,7 +72,8 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
     in this process, through the entry the real process runs, with the environment a user's
     shell would give it. Exit code and output as :func:`helpers.run_cli` returns them, in a
     tenth of the time; whatever the command set (environment, signal handlers, logging) is
-    put back afterwards."""
+    put back afterwards, and the modules it imported from ``cwd`` (a user's families) are
+    forgotten."""
     import sweep.stop
     from sweep import cli as entry
 
@@ -83,6 +84,7 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
         saved_env = dict(os.environ)
         saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         saved_hook = sys.unraisablehook
+        saved_path, saved_modules = sys.path[:], set(sys.modules)
         root = logging.getLogger()
         saved_logging = (root.handlers[:], root.level)
         root.handlers = []  # as in a fresh process: the command's basicConfig takes effect
@@ -104,6 +106,10 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
             root.handlers, level = saved_logging
             root.setLevel(level)
             sys.unraisablehook = saved_hook
+            sys.path[:] = saved_path
+            for name in set(sys.modules) - saved_modules:  # a user's families, as a new process
+                if Path(getattr(sys.modules[name], "__file__", None) or "/").is_relative_to(cwd):
+                    del sys.modules[name]
             for signum, handler in saved_signals.items():
                 signal.signal(signum, handler)
             os.environ.clear()

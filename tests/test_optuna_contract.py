@@ -90,11 +90,23 @@ def test_a_study_on_sweeps_storage_pickles_like_a_stock_one(tmp_path: Path) -> N
     assert done.stdout.split() == ["sweep.rdb", "SweepStorage", "0.5", "True"]
 
 
+@pytest.fixture(scope="session")
+def empty_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file holding Optuna's empty schema, made once: a copy opens in a tenth of the
+    time it takes to create the tables (making them is tested in test_storage)."""
+    path = tmp_path_factory.mktemp("template") / "empty.db"
+    open_storage(f"sqlite:///{path}").engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """A new, empty storage of sweep's for each of Optuna's storage tests."""
     if request.param == "sqlite":
-        yield open_storage(f"sqlite:///{tmp_path / 'contract.db'}")
+        import shutil
+
+        copy = shutil.copyfile(request.getfixturevalue("empty_sqlite"), tmp_path / "contract.db")
+        yield open_storage(f"sqlite:///{copy}")
         return
     import sqlalchemy
 

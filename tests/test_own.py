@@ -434,20 +434,13 @@ BAD = [
 ]
 
 
-# These import the family module and build its model: TensorFlow starts in each (5 s).
-_BUILT = {
-    "module-not-importable", "not-callable", "builder-raises", "builder-returns-dict",
-    "wrong-width", "compiled-without-accuracy", "key-no-family-reads",
-}  # fmt: skip
-
-
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "launch"])
 @pytest.mark.parametrize(
     ("setup", "study", "needles"),
-    [pytest.param(*b[1:], id=b[0], marks=[pytest.mark.slow] * (b[0] in _BUILT)) for b in BAD],
+    [pytest.param(*b[1:], id=b[0]) for b in BAD],
 )
 def test_bad_own_input_is_one_line_and_writes_nothing(
-    tmp_path: Path, setup, study: dict, needles: tuple[str, ...], dry_run: bool
+    tmp_path: Path, setup, study: dict, needles: tuple[str, ...], dry_run: bool, cli
 ) -> None:
     setup(tmp_path)
     write_study(tmp_path, **study)
@@ -455,7 +448,9 @@ def test_bad_own_input_is_one_line_and_writes_nothing(
     store.mkdir()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     args = ["launch", "--study", "own.toml", "--storage", f"sqlite:///{store / 'x.db'}"]
-    refused(_sweep(*args, *(["--dry-run"] if dry_run else ["--quiet"]), cwd=tmp_path), *needles)
+    refused(
+        cli("sweep", *args, *(["--dry-run"] if dry_run else ["--quiet"]), cwd=tmp_path), *needles
+    )
     assert not any(store.iterdir())  # no database, no lock, no artifact folder
     after = sorted(
         p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "__pycache__" not in p.parts

@@ -373,6 +373,13 @@ def _drop(url: str, name: str) -> None:
         storage.engine.dispose()
 
 
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _measure(
     side: str, backend: str, url: str, workers: int, budget: int, logs: Path,
     *, text: str = _STUDY, filled: int = 0, inspect: Callable[[str], None] | None = None,
@@ -417,13 +424,11 @@ def _measure(
                 raise RuntimeError(f"{side} worker {i} failed:\n{_tail(logs, name, i)}")
             reports.append(json.loads(out.splitlines()[-1]))
     except BaseException:
+        _stop(procs)  # first: past max_connections, the drop needs the connections they hold
         _drop(url, name)
         raise
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        _stop(procs)
     if inspect is not None:
         try:
             inspect(name)

@@ -67,24 +67,38 @@ class Ran:
 
 
 @pytest.fixture
-def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+def cli(
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., Ran]:
     """``cli("sweep.launch", *args, cwd=..., env=...)``: ``python -m sweep.launch ARGS`` run
     in this process, through the entry the real process runs, with the environment a user's
     shell would give it. Exit code and output as :func:`helpers.run_cli` returns them, in a
     tenth of the time; whatever the command set (environment, signal handlers, logging) is
-    put back afterwards, and the modules it imported from ``cwd`` (a user's families) are
-    forgotten."""
+    put back afterwards; modules imported from the tests' folders (a user's families) are
+    forgotten before and after."""
     import sweep.stop
     from sweep import cli as entry
 
     # The stop event a command installs stays module-global: put it back after the test.
     monkeypatch.setattr(sweep.stop, "_installed", getattr(sweep.stop, "_installed", None))
 
+    tests_folder = tmp_path_factory.getbasetemp()
+
+    def forget_tests_modules() -> None:
+        """Forget the modules imported from the tests' folders (a user's families, all named
+        ``mymodels``), as a new process would not have them."""
+        for name, module in list(sys.modules.items()):
+            if Path(getattr(module, "__file__", None) or "/").is_relative_to(tests_folder):
+                del sys.modules[name]
+
     def run(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> Ran:
         saved_env = dict(os.environ)
         saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         saved_hook = sys.unraisablehook
-        saved_path, saved_modules = sys.path[:], set(sys.modules)
+        saved_path = sys.path[:]
+        forget_tests_modules()  # a family of the same name that another test imported
         root = logging.getLogger()
         saved_logging = (root.handlers[:], root.level)
         root.handlers = []  # as in a fresh process: the command's basicConfig takes effect
@@ -107,9 +121,7 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
             root.setLevel(level)
             sys.unraisablehook = saved_hook
             sys.path[:] = saved_path
-            for name in set(sys.modules) - saved_modules:  # a user's families, as a new process
-                if Path(getattr(sys.modules[name], "__file__", None) or "/").is_relative_to(cwd):
-                    del sys.modules[name]
+            forget_tests_modules()
             for signum, handler in saved_signals.items():
                 signal.signal(signum, handler)
             os.environ.clear()

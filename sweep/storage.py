@@ -401,7 +401,7 @@ def read_only(url: str) -> Iterator[optuna.storages.RDBStorage | None]:
     # workers starting together on a new file, "UNIQUE constraint failed: alembic_version").
     # On SQLite only where a creator made the lock file: a reader creates nothing.
     database = parsed.database or ""
-    shared = parsed.get_backend_name() == "postgresql" or Path(f"{database}.lock").exists()
+    shared = parsed.get_backend_name() == "postgresql" or Path(_lock_file(database)).exists()
     creating = _creation_lock(parsed) if shared else None
     try:
         with creating or contextlib.nullcontext(), warnings.catch_warnings():
@@ -481,6 +481,11 @@ def _advisory_lock(engine: Any, key: int) -> Iterator[Held]:
                 held.lost = True
 
 
+def _lock_file(database: str) -> str:
+    """Where the creators of a SQLite storage, and its study locks, hold their file lock."""
+    return f"{database}.lock"
+
+
 def _lock_key(name: str) -> int:
     return zlib.crc32(name.encode()) - 2**31  # a signed 32-bit key
 
@@ -506,7 +511,7 @@ def _creation_lock(parsed: Any) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with _file_lock(f"{database}.lock"):
+    with _file_lock(_lock_file(database)):
         yield
 
 
@@ -528,5 +533,5 @@ def study_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     elif not database or database == ":memory:":
         yield Held()  # an in-memory storage: one process only
     else:
-        with _file_lock(f"{database}.lock"):
+        with _file_lock(_lock_file(database)):
             yield Held()
